@@ -47,6 +47,95 @@ def formats() -> None:
 # -- scan / eval / demo (distillguard.detect, distillguard.eval) ---------------------------------------
 
 
+@app.command()
+def scan(
+    logs: list[Path] = typer.Argument(..., help="Log files (gzip and zstd are read as they are)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="Log format (default: detected per file)."),
+    engine: str | None = typer.Option(None, "--engine", help="duckdb (default) or spark."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config (default ./distillguard.toml)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 3 when any row was quarantined."),
+    top: int = typer.Option(10, "--top", help="Campaigns and accounts shown in the summary."),
+) -> None:
+    """Score every account for distillation behaviour and link accounts into campaigns."""
+    from distillguard.config import ConfigError, load
+    from distillguard.detect.pipeline import scan as run_scan
+    from distillguard.ingest import IngestError
+    from distillguard.report.console import print_scan
+
+    for p in logs:
+        if not p.exists():
+            fail(f"log file {p} not found")
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        fail(str(e))
+    total = sum(p.stat().st_size for p in logs)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        task = prog.add_task("reading logs", total=total, rows=0)
+
+        def on_ingest(nbytes: int, rows: int) -> None:
+            prog.update(task, advance=nbytes, rows=prog.tasks[task].fields["rows"] + rows)
+
+        def on_step(msg: str) -> None:
+            prog.update(task, description=msg)
+
+        try:
+            res, summary = run_scan(logs, out, fmt, cfg, engine, on_step, on_ingest)
+        except (IngestError, ValueError) as e:
+            fail(str(e))
+    print_scan(res, summary, out, top)
+    if strict and summary["quarantined"]:
+        console.print(
+            f"[bold red]strict:[/] {summary['quarantined']} rows quarantined in {out / 'quarantine.jsonl'}"
+        )
+        raise typer.Exit(3)
+
+
+@app.command("eval")
+def eval_(
+    scan_dir: Path = typer.Argument(..., help="Output directory of `distillguard scan`."),
+    labels: Path = typer.Option(..., "--labels", help="account_id,label,campaign_id,strategy CSV."),
+    level: str = typer.Option("suspect", "--level", help="Verdict level that counts as flagged."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the metrics as JSON here."),
+) -> None:
+    """Evaluate a scan against labels: ROC AUC, TPR at fixed FPR, campaign recall and purity."""
+    from distillguard.eval import evaluate
+    from distillguard.report.console import print_eval
+
+    if not (scan_dir / "accounts.parquet").exists():
+        fail(f"{scan_dir} holds no scan (accounts.parquet missing); run `distillguard scan` first")
+    if not labels.exists():
+        fail(f"labels file {labels} not found")
+    try:
+        rep = evaluate(scan_dir, labels, level)
+    except ValueError as e:
+        fail(str(e))
+    print_eval(rep)
+    if json_out is not None:
+        json_out.write_bytes(
+            orjson.dumps(
+                {
+                    "metrics": rep.metrics,
+                    "strategies": rep.per_strategy,
+                    "campaigns": rep.campaigns,
+                    "false_positives": rep.false_positives,
+                },
+                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
+            )
+        )
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

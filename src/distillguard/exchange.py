@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime
-from typing import Any
-
-from typing_extensions import Required, TypedDict
+from typing import Any, Required
 
 import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
 SCHEMA_VERSION = "1"
 
@@ -179,7 +178,7 @@ _validator = Exchange.__pydantic_validator__
 
 def validate(data: dict[str, Any]) -> Exchange:
     """Validate a mapping into an Exchange (raises pydantic.ValidationError naming the field)."""
-    return _validator.validate_python(data)  # type: ignore[no-any-return]
+    return _validator.validate_python(data)
 
 
 def _words(s: str) -> set[str]:

@@ -87,7 +87,7 @@ def open_bytes(path: Path) -> IO[bytes]:
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if magic == ZSTD_MAGIC:
         reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(reader, buffer_size=1 << 20)
     return f
 
 

@@ -1,0 +1,109 @@
+"""Typed configuration, loaded from one TOML file (`distillguard.toml` or `--config`).
+
+Every section has defaults, so an empty file (or none) is a valid configuration.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distillguard.detect.evidence import Level
+
+
+class ScoringConfig(BaseModel):
+    """The combiner: score = sigmoid(bias + sum of weight * strength), see docs/scoring.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    bias: float = -6.0
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            # recipe evidence ("hard"): generator fingerprints and sampling tricks
+            "fingerprint.self_instruct": 4.5,
+            "fingerprint.evol_instruct": 4.5,
+            "fingerprint.trace_coercion": 4.5,
+            "fingerprint.orca_system": 3.5,
+            "fingerprint.rubric_judge": 1.5,
+            "shape.multi_sample": 3.0,
+            "shape.temperature_sweep": 2.0,
+            "release.fast_adoption": 3.0,
+            # behavioural evidence ("soft"): explained away by benign behaviour
+            "cot.elicitation": 2.0,
+            "cot.reasoning_effort": 1.0,
+            "open_loop.single_turn": 1.0,
+            "coverage.capability_focus": 1.5,
+            "coverage.breadth": 1.0,
+            "shape.max_tokens": 2.0,
+            "shape.logprobs": 1.0,
+            "timing.regular": 1.5,
+            "timing.round_the_clock": 1.0,
+            "volume.vs_peers": 1.0,
+            "skeleton.reuse": 0.5,
+            "campaign.coordination": 1.5,
+            # mitigating evidence (negative)
+            "open_loop.follow_ups": -3.0,
+            "skeleton.narrow_templates": -1.0,
+        }
+    )
+    hard: list[str] = Field(
+        default_factory=lambda: [
+            "fingerprint.self_instruct",
+            "fingerprint.evol_instruct",
+            "fingerprint.trace_coercion",
+            "fingerprint.orca_system",
+            "shape.multi_sample",
+            "shape.temperature_sweep",
+            "release.fast_adoption",
+            "campaign.coordination",
+        ],
+        description="Findings that benign behaviour cannot explain away (mitigations never cancel them).",
+    )
+    levels: dict[Level, float] = Field(
+        default_factory=lambda: dict[Level, float]({"watch": 0.2, "suspect": 0.5, "block": 0.9}),
+        description="Lowest score of each level above `ok`.",
+    )
+
+
+class ScanConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engine: str = "duckdb"
+    skeleton_sample: int = Field(64, ge=8, description="Distinct prompt skeletons sketched per account.")
+    skeleton_threshold: float = Field(0.5, gt=0, le=1, description="Jaccard similarity that links skeletons.")
+    campaign_max_key_accounts: int = Field(
+        200, description="An IP or template shared by more accounts than this is too common to link them."
+    )
+    campaign_min_link_types: int = Field(
+        2, description="Independent kinds of shared evidence that link two accounts."
+    )
+    examples: int = Field(3, description="Example exchange ids kept per finding.")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path: Path | None = None) -> Config:
+    """Load a TOML config; `None` looks for ./distillguard.toml and falls back to the defaults."""
+    if path is None:
+        path = Path("distillguard.toml")
+        if not path.exists():
+            return Config()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ConfigError(f"{path}: {msgs}") from None

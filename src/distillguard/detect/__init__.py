@@ -1,0 +1,1 @@
+"""Detection: per-account signals with evidence, a calibrated combiner, verdicts and campaigns."""

@@ -1,0 +1,318 @@
+"""The batch scan: logs -> Parquet -> account features -> findings -> scores -> campaigns -> outputs.
+
+Each step is a function of the one before, so the same steps serve `scan` (files in, files out) and
+tests (tables in, verdicts out).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard.config import Config
+from distillguard.detect import features, scoring, skeletons
+from distillguard.detect.campaigns import Campaigns, link
+from distillguard.detect.evidence import Evidence, Level
+from distillguard.detect.signals.base import Finding, Signal, ramp, signals
+from distillguard.exchange import ARROW_SCHEMA
+from distillguard.store.engine import Engine, make_engine
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Scored:
+    """Scores for a set of units (accounts or campaigns), aligned by index."""
+
+    ids: np.ndarray
+    cols: dict[str, np.ndarray]
+    findings: list[Finding]
+    score: np.ndarray
+    contrib: np.ndarray
+
+
+@dataclass
+class ScanResult:
+    accounts: Scored
+    campaigns: Campaigns
+    campaign_scores: Scored | None
+    final_score: np.ndarray
+    levels: list[Level]
+    evidence: list[list[Evidence]]
+    campaign_evidence: list[list[Evidence]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _columns(t: pa.Table) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
+        else:
+            out[name] = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return out
+
+
+def _score(
+    engine: Engine,
+    sigs: list[Signal],
+    cfg: Config,
+    tpl: skeletons.Templates,
+    extra: dict[str, Any],
+    source: str = "exchanges",
+) -> Scored:
+    table = features.compute(engine, sigs, source)
+    cols = _columns(table)
+    ids = cols["account_id"]
+    cols.update(skeletons.account_columns(tpl, ids))
+    cols.update(extra)
+    findings = [f for s in sigs for f in s.evaluate(cols)]
+    score, contrib = scoring.combine(findings, cfg.scoring)
+    return Scored(ids=ids, cols=cols, findings=findings, score=score, contrib=contrib)
+
+
+def _campaign_source_sql(names: list[str]) -> str:
+    """Exchanges of campaign members, with the campaign id standing in for the account id."""
+    cols = ", ".join(f"e.{c}" if c != "account_id" else "c.campaign_id AS account_id" for c in names)
+    return f"SELECT {cols} FROM exchanges e JOIN campaign_map c ON e.account_id = c.account_id"
+
+
+def score_exchanges(
+    engine: Engine, cfg: Config | None = None, progress: Progress | None = None
+) -> ScanResult:
+    """Score every account of the `exchanges` table registered in `engine`."""
+    cfg = cfg or Config()
+    say = progress or (lambda _m: None)
+    sigs: list[Signal] = [cls() for cls in signals().values()]
+    tm: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    say("sketching prompt skeletons")
+    tpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold)
+    tm["skeletons"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("computing account features")
+    acc = _score(engine, sigs, cfg, tpl, {})
+    tm["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("linking accounts into campaigns")
+    camp = link(engine, acc.ids, tpl, cfg.scan.campaign_max_key_accounts, cfg.scan.campaign_min_link_types)
+    tm["campaigns"] = time.perf_counter() - t0
+
+    final = acc.score.copy()
+    camp_scored: Scored | None = None
+    camp_evidence: list[list[Evidence]] = []
+    if camp.ids:
+        t0 = time.perf_counter()
+        say("scoring campaigns")
+        in_c = camp.label >= 0
+        cmap = pa.table(
+            {
+                "account_id": pa.array(acc.ids[in_c].tolist(), pa.string()),
+                "campaign_id": pa.array([camp.ids[i] for i in camp.label[in_c]], pa.string()),
+            }
+        )
+        engine.register_arrow("campaign_map", cmap)
+        # Score campaigns as if each were one account, over the pooled exchanges of its members.
+        engine.create_view("campaign_exchanges", _campaign_source_sql(ARROW_SCHEMA.names))
+        n_acc = np.array([len(m) for m in camp.members], dtype=np.float64)
+        per_day = acc.cols["n_exchanges"] / np.maximum(acc.cols["days_active"], 1.0)
+        src = "campaign_exchanges"
+        ctpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold, src)
+        tok_day = acc.cols["out_tokens_sum"] / np.maximum(acc.cols["days_active"], 1.0)
+        peer = {
+            "peer_per_day": np.full(len(camp.ids), float(np.median(per_day))),
+            "peer_tok_per_day": np.full(len(camp.ids), float(np.median(tok_day))),
+        }
+        camp_scored = _score(engine, sigs, cfg, ctpl, peer, src)
+        # Features come back sorted by id; align them with camp.ids.
+        pos = {cid: i for i, cid in enumerate(camp_scored.ids)}
+        align = np.array([pos[c] for c in camp.ids])
+        coord = Finding(
+            "campaign.coordination",
+            n_acc,
+            ramp(np.log2(n_acc), 1.0, 4.0),
+            16.0,
+            "{value:.0f} accounts linked by shared infrastructure and templates",
+        )
+        _reindex(camp_scored, align)
+        camp_scored.findings.append(coord)
+        camp_scored.score, camp_scored.contrib = scoring.combine(camp_scored.findings, cfg.scoring)
+        cs = camp_scored.score
+        final = np.where(in_c, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
+        camp_evidence = [
+            scoring.evidence_for(i, camp_scored.findings, camp_scored.contrib, cfg.scan.examples)
+            for i in range(len(camp.ids))
+        ]
+        tm["campaign_scores"] = time.perf_counter() - t0
+
+    levels = scoring.levels(final, cfg.scoring)
+    evidence = [
+        scoring.evidence_for(i, acc.findings, acc.contrib, cfg.scan.examples) for i in range(len(acc.ids))
+    ]
+    for i in np.flatnonzero(camp.label >= 0):
+        c = int(camp.label[i])
+        if camp_scored is not None and camp_scored.score[c] > acc.score[i]:
+            evidence[i].insert(
+                0,
+                Evidence(
+                    signal="campaign.member",
+                    value=float(camp_scored.score[c]),
+                    threshold=cfg.scoring.levels["suspect"],
+                    weight=0.0,
+                    detail=f"member of campaign {camp.ids[c]} ({len(camp.members[c])} accounts) scoring "
+                    f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}",
+                ),
+            )
+    return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm)
+
+
+def _reindex(s: Scored, align: np.ndarray) -> None:
+    s.ids = s.ids[align]
+    s.cols = {k: (v[align] if len(v) == len(align) else v) for k, v in s.cols.items()}
+    for f in s.findings:
+        f.value, f.strength = f.value[align], f.strength[align]
+        if f.examples is not None:
+            f.examples = f.examples[align]
+
+
+# -- outputs ------------------------------------------------------------------------------------------
+
+
+def write_outputs(res: ScanResult, out: Path, summary: dict[str, Any]) -> None:
+    acc = res.accounts
+    cid = [res.campaigns.ids[c] if c >= 0 else "" for c in res.campaigns.label]
+    reasons = [
+        "; ".join(f"{e.signal}={e.value:.3g}" for e in ev if e.weight > 0 or e.signal == "campaign.member")[
+            :500
+        ]
+        for ev in res.evidence
+    ]
+    with open(out / "accounts.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["account_id", "score", "verdict", "campaign_id", "reasons", "n_exchanges", "own_score"])
+        for i, a in enumerate(acc.ids):
+            w.writerow(
+                [
+                    a,
+                    f"{res.final_score[i]:.6f}",
+                    res.levels[i],
+                    cid[i],
+                    reasons[i],
+                    int(acc.cols["n_exchanges"][i]),
+                    f"{acc.score[i]:.6f}",
+                ]
+            )
+    pq.write_table(
+        pa.table(
+            {
+                "account_id": pa.array(acc.ids.tolist(), pa.string()),
+                "score": pa.array(res.final_score, pa.float64()),
+                "verdict": pa.array(res.levels, pa.string()),
+                "campaign_id": pa.array([c or None for c in cid], pa.string()),
+                "reasons": pa.array(reasons, pa.string()),
+                "own_score": pa.array(acc.score, pa.float64()),
+                "n_exchanges": pa.array(acc.cols["n_exchanges"].astype(np.int64), pa.int64()),
+                "evidence": pa.array(
+                    [orjson.dumps([e.model_dump() for e in ev]).decode() for ev in res.evidence]
+                ),
+            }
+        ),
+        out / "accounts.parquet",
+    )
+    with open(out / "evidence.jsonl", "wb") as fb:
+        for i, a in enumerate(acc.ids):
+            fb.write(
+                orjson.dumps(
+                    {
+                        "account_id": a,
+                        "score": round(float(res.final_score[i]), 6),
+                        "verdict": res.levels[i],
+                        "campaign_id": cid[i] or None,
+                        "evidence": [e.model_dump() for e in res.evidence[i]],
+                    }
+                )
+                + b"\n"
+            )
+    camps = []
+    for c, camp_id in enumerate(res.campaigns.ids):
+        mem = res.campaigns.members[c]
+        sc = float(res.campaign_scores.score[c]) if res.campaign_scores is not None else 0.0
+        camps.append(
+            {
+                "campaign_id": camp_id,
+                "score": round(sc, 6),
+                "verdict": scoring.level_of(sc, Config().scoring),
+                "n_accounts": len(mem),
+                "n_exchanges": int(acc.cols["n_exchanges"][mem].sum()),
+                "accounts": sorted(acc.ids[mem].tolist()),
+                "links": res.campaigns.links[c],
+                "evidence": [e.model_dump() for e in res.campaign_evidence[c]]
+                if res.campaign_evidence
+                else [],
+            }
+        )
+    camps.sort(key=lambda d: -float(d["score"]))  # type: ignore[arg-type]
+    (out / "campaigns.json").write_bytes(orjson.dumps(camps, option=orjson.OPT_INDENT_2))
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+
+
+def scan(
+    paths: Sequence[Path],
+    out: Path,
+    fmt: str | None = None,
+    cfg: Config | None = None,
+    engine_name: str | None = None,
+    progress: Progress | None = None,
+    on_ingest: Callable[[int, int], None] | None = None,
+) -> tuple[ScanResult, dict[str, Any]]:
+    """Ingest `paths`, score every account, write the outputs into `out`. Returns result and summary."""
+    from distillguard.store.parquet import ingest
+
+    cfg = cfg or Config()
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    pq_path = out / "exchanges.parquet"
+    qpath = out / "quarantine.jsonl"
+    if qpath.exists():
+        qpath.unlink()
+    say("reading logs")
+    stats = ingest(paths, pq_path, fmt=fmt, quarantine_path=qpath, on_progress=on_ingest)
+    t_ingest = time.perf_counter() - t0
+    if stats.ok == 0:
+        raise ValueError(
+            f"no valid exchanges in {', '.join(map(str, paths))} ({stats.quarantined} quarantined)"
+        )
+    engine = make_engine(engine_name or cfg.scan.engine)
+    try:
+        engine.register_parquet("exchanges", pq_path)
+        res = score_exchanges(engine, cfg, progress)
+    finally:
+        engine.close()
+    res.timings = {"ingest": t_ingest, **res.timings}
+    counts = {lvl: int(sum(1 for x in res.levels if x == lvl)) for lvl in ("ok", "watch", "suspect", "block")}
+    summary: dict[str, Any] = {
+        "exchanges": stats.ok,
+        "quarantined": stats.quarantined,
+        "files": stats.files,
+        "accounts": len(res.accounts.ids),
+        "verdicts": counts,
+        "campaigns": len(res.campaigns.ids),
+        "engine": engine_name or cfg.scan.engine,
+        "seconds": {k: round(v, 3) for k, v in res.timings.items()},
+    }
+    write_outputs(res, out, summary)
+    return res, summary

@@ -1,0 +1,90 @@
+"""Known generator fingerprints: the meta-prompts and system prompts that published distillation
+recipes use (Self-Instruct / Alpaca task generation, Evol-Instruct rewriting, Orca-style step-by-step
+system prompts, rubric grading, reasoning-trace coercion).
+
+Each fingerprint is a case-insensitive regular expression over the system prompt and the prompt. The
+patterns describe the *recipe* (what the meta-prompt asks for), not one wording, so paraphrases of the
+published prompts still match. Rubric grading is weak on its own: evaluation harnesses grade too.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+from distillguard.store.engine import sql_str
+
+# name -> pattern (weights live with the other weights, in detect.scoring)
+FINGERPRINTS: dict[str, str] = {
+    "self_instruct": (
+        r"(come up with|generate|brainstorm|create|write|produce|propose|list|give me)[^.\n]{0,40}\b\d+\s+"
+        r"(\w+\s+){0,3}(task |)(instructions|tasks|prompts|questions|queries)\b"
+        r"|instructions? will be (given|sent) to an? (gpt|language|ai|llm)"
+        r"|(diverse|varied|different) (task )?instructions?[^\n]{0,80}(gpt|language model|llm|ai model)"
+    ),
+    "evol_instruct": (
+        r"prompt (rewriter|creator)|#\s?(given|created|rewritten) prompt\s?#"
+        r"|rewrite (a|the) given prompt into a more (complex|difficult)"
+        r"|(more complex|harder|more difficult) version[^\n]{0,60}(prompt|instruction)"
+    ),
+    "orca_system": (
+        r"think step[- ]by[- ]step and justify"
+        r"|user will (you )?give you a task"
+        r"|complete the task as faithfully as you can"
+        r"|explain (it )?(like|as if) (you are|you're) (talking|answering|explaining) to a (five|5)[- ]year[- ]old"
+        r"|(provide|give|output) a (detailed|long) (and (long|detailed) )?answer so (the )?user"
+        r"|you are a teacher. given a task, you explain in simple steps"
+    ),
+    "trace_coercion": (
+        r"(reveal|show|output|print|write( out)?|include|expose|dump|transcribe|reproduce|share|give|display|copy)"
+        r"\s+(me\s+)?(all\s+)?(of\s+)?(your|the)\s+(\w+\s+){0,2}"
+        r"(reasoning|thought process|chain[- ]of[- ]thought|thinking|thoughts|scratch ?pad|deliberation|internal monologue)"
+        r"|(do not|don't|never|without) (summari[sz]e|summari[sz]ing|skip|skipping|omit|omitting|hide|hiding|abbreviat\w*|condens\w*)"
+        r"\s+(any\s+)?(of\s+)?(your\s+)?(\w+\s+)?(reasoning|thinking|thoughts|steps|deliberation)"
+        r"|(verbatim|unabridged|unfiltered|raw|complete|full|entire) (internal )?(reasoning|chain[- ]of[- ]thought|thinking|thought process|scratch ?pad)"
+    ),
+    "rubric_judge": (
+        r"act as an? (impartial|fair|strict|expert) (judge|grader|evaluator)"
+        r"|rate (the|this|each) (response|answer|output)s? on a scale"
+        r"|\[\[rating\]\]|\[\[[ab]\]\]"
+        r"|(grading|scoring) rubric|according to the (following )?rubric"
+    ),
+}
+
+
+@register
+class Fingerprints:
+    name: ClassVar[str] = "fingerprint"
+    row_columns: ClassVar[dict[str, str]] = {
+        f"fp_{k}": f"CASE WHEN {{rx(txt, {sql_str('(?i)' + pat)})}} THEN 1 ELSE 0 END"
+        for k, pat in FINGERPRINTS.items()
+    }
+    account_columns: ClassVar[dict[str, str]] = {
+        **{f"fp_{k}_n": f"sum(fp_{k})" for k in FINGERPRINTS},
+        **{f"fp_{k}_ex": f"min(CASE WHEN fp_{k} = 1 THEN exchange_id END)" for k in FINGERPRINTS},
+    }
+
+    def evaluate(self, cols: Columns) -> list[Finding]:
+        n = cols["n_exchanges"]
+        out = []
+        for k in FINGERPRINTS:
+            hits = cols[f"fp_{k}_n"]
+            share = safe_div(hits, n)
+            # A few hits in a big account are noise; a recipe shows up as a share of the traffic.
+            strength = ramp(share, 0.02, 0.25) * support(hits, 8)
+            ex = np.array([[e] if isinstance(e, str) else [] for e in cols[f"fp_{k}_ex"]], dtype=object)
+            out.append(
+                Finding(
+                    name=f"fingerprint.{k}",
+                    value=share,
+                    strength=strength,
+                    threshold=0.25,
+                    describe="{value:.1%} of exchanges match the "
+                    + k.replace("_", "-")
+                    + " generator fingerprint",
+                    examples=ex,
+                )
+            )
+        return out

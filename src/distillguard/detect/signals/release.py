@@ -1,0 +1,49 @@
+"""Reaction to a model release: a harvester moves its traffic to a new model within hours, while
+ordinary customers adopt it over days.
+
+A model is "new" when first seen at least `NEW_AFTER_H` hours after the log starts. For each account,
+the finding is the share of its requests in the 24 h after the release that went to the new model,
+compared with the median adoption of all accounts active in that window.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+
+NEW_AFTER_H = 6.0
+WINDOW_H = 24.0
+
+
+@register
+class ReleaseReaction:
+    name: ClassVar[str] = "release"
+    row_columns: ClassVar[dict[str, str]] = {
+        "rel_window": f"CASE WHEN new_model_t IS NOT NULL AND t >= new_model_t AND t < new_model_t + {WINDOW_H * 3600} "
+        "THEN 1 ELSE 0 END",
+        "rel_on_new": f"CASE WHEN model_first_t >= log_start_t + {NEW_AFTER_H * 3600} AND t < model_first_t + {WINDOW_H * 3600} "
+        "THEN 1 ELSE 0 END",
+    }
+    account_columns: ClassVar[dict[str, str]] = {
+        "rel_window_n": "sum(rel_window)",
+        "rel_on_new_n": "sum(rel_on_new)",
+    }
+
+    def evaluate(self, cols: Columns) -> list[Finding]:
+        win = np.asarray(cols["rel_window_n"], dtype=np.float64)
+        share = safe_div(cols["rel_on_new_n"], win)
+        active = win >= 5
+        base = float(np.median(share[active])) if active.any() else 0.0
+        lift = share - base
+        return [
+            Finding(
+                "release.fast_adoption",
+                share,
+                ramp(lift, 0.25, 0.5) * support(win, 20),
+                0.5 + base,
+                "{value:.0%} of its requests in the 24 h after a model release went to the new model",
+            )
+        ]

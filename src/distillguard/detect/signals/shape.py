@@ -1,0 +1,84 @@
+"""Request shape: what a harvester asks for per call. Always-maximal output tokens, n>1, the same prompt
+sampled many times at non-zero temperature, temperature sweeps, log-probabilities."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+
+HIGH_MAX_TOKENS = 2000  # below this a fixed max_tokens is an ordinary app setting, not "give me everything"
+
+
+@register
+class RequestShape:
+    name: ClassVar[str] = "shape"
+    row_columns: ClassVar[dict[str, str]] = {
+        "mt": "coalesce(max_tokens, 0)",
+        "multi_n": "CASE WHEN coalesce(n, 1) > 1 THEN 1 ELSE 0 END",
+        "lp": "CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END",
+        "sampled": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN 1 ELSE 0 END",
+        "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(pkey, model) END",
+        "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS VARCHAR)) END",
+        "out_tokens": "coalesce(completion_tokens, 0)",
+    }
+    account_columns: ClassVar[dict[str, str]] = {
+        "mt_max": "max(mt)",
+        "mt_min": "min(mt)",
+        "mt_high_n": f"sum(CASE WHEN mt >= {HIGH_MAX_TOKENS} THEN 1 ELSE 0 END)",
+        "multi_n_n": "sum(multi_n)",
+        "lp_n": "sum(lp)",
+        "sampled_n": "sum(sampled)",
+        "sampled_distinct": "count(DISTINCT sampled_key)",
+        "temp_keys": "count(DISTINCT temp_key)",
+        "temp_prompts": "count(DISTINCT CASE WHEN temperature IS NOT NULL THEN pkey END)",
+        "out_tokens_avg": "avg(out_tokens)",
+        "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
+    }
+
+    def evaluate(self, cols: Columns) -> list[Finding]:
+        n = np.asarray(cols["n_exchanges"], dtype=np.float64)
+        high = safe_div(cols["mt_high_n"], n)
+        fixed = np.asarray(cols["mt_max"], dtype=np.float64) == np.asarray(cols["mt_min"], dtype=np.float64)
+        # "always maximal": every request asks for a large, fixed budget
+        always_max = np.where(fixed, high, high * 0.5)
+        multi = safe_div(cols["multi_n_n"], n)
+        sampled_n = np.asarray(cols["sampled_n"], dtype=np.float64)
+        resampled = 1.0 - safe_div(cols["sampled_distinct"], sampled_n)
+        resampled = np.where(sampled_n > 0, resampled, 0.0)
+        temps_per_prompt = safe_div(cols["temp_keys"], cols["temp_prompts"])
+        lp = safe_div(cols["lp_n"], n)
+        ex = np.array([[e] if isinstance(e, str) else [] for e in cols["multi_n_ex"]], dtype=object)
+        return [
+            Finding(
+                "shape.max_tokens",
+                always_max,
+                ramp(always_max, 0.6, 0.95) * support(n, 30),
+                0.95,
+                f"{{value:.0%}} of requests ask for a fixed output budget of {HIGH_MAX_TOKENS}+ tokens",
+            ),
+            Finding(
+                "shape.multi_sample",
+                np.maximum(multi, resampled),
+                ramp(np.maximum(multi, resampled), 0.2, 0.6) * support(n, 20),
+                0.6,
+                "{value:.0%} of requests resample a prompt (n>1 or the same prompt again at temperature ≥ 0.5)",
+                ex,
+            ),
+            Finding(
+                "shape.temperature_sweep",
+                temps_per_prompt,
+                ramp(temps_per_prompt, 1.5, 3.0) * support(cols["temp_keys"], 20),
+                3.0,
+                "each prompt is sent at {value:.1f} temperatures on average",
+            ),
+            Finding(
+                "shape.logprobs",
+                lp,
+                ramp(lp, 0.3, 0.9) * support(n, 30),
+                0.9,
+                "{value:.0%} of requests ask for log-probabilities",
+            ),
+        ]

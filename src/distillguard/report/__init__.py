@@ -1,0 +1,1 @@
+"""Reporting sinks: terminal summaries now; HTML reports and the review console later."""
