@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -108,6 +108,9 @@ def eval_(
     labels: Path = typer.Option(..., "--labels", help="account_id,label,campaign_id,strategy CSV."),
     level: str = typer.Option("suspect", "--level", help="Verdict level that counts as flagged."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the metrics as JSON here."),
+    streaming: bool = typer.Option(
+        True, "--streaming/--no-streaming", help="Measure exchanges-to-flag by re-scanning time prefixes."
+    ),
 ) -> None:
     """Evaluate a scan against labels: ROC AUC, TPR at fixed FPR, campaign recall and purity."""
     from distillguard.eval import evaluate
@@ -118,7 +121,7 @@ def eval_(
     if not labels.exists():
         fail(f"labels file {labels} not found")
     try:
-        rep = evaluate(scan_dir, labels, level)
+        rep = evaluate(scan_dir, labels, level, streaming=streaming)
     except ValueError as e:
         fail(str(e))
     print_eval(rep)

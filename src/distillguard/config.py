@@ -70,7 +70,7 @@ class ScanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: str = "duckdb"
     skeleton_sample: int = Field(64, ge=8, description="Distinct prompt skeletons sketched per account.")
-    skeleton_threshold: float = Field(0.5, gt=0, le=1, description="Jaccard similarity that links skeletons.")
+    skeleton_threshold: float = Field(0.4, gt=0, le=1, description="Jaccard similarity that links skeletons.")
     campaign_max_key_accounts: int = Field(
         200, description="An IP or template shared by more accounts than this is too common to link them."
     )

@@ -2,13 +2,16 @@
 
 Accounts are linked through kinds of shared evidence, each a bipartite account x key relation:
   ip          the same client IP (keys used by at most `max_key_accounts` accounts: big NATs excluded)
-  subnet_ua   the same IPv4 /24 with the same user agent
-  template    the same prompt template (MinHash-LSH cluster of masked skeletons)
+  subnet_ua   the same IPv4 /24 with the same (non-empty) user agent
+  template    overlapping prompt-template mixes: the Bhattacharyya coefficient of the two accounts'
+              distributions over template clusters (MinHash-LSH of masked skeletons) is at least
+              `TEMPLATE_OVERLAP`, so one popular prompt in common is not a link, a shared template is
   system      the same system prompt (40+ characters)
-  payment / device  the same payment or device fingerprint (each counts as two kinds: it is strong)
-Two accounts are linked when they share at least `min_link_types` kinds; campaigns are the connected
-components of that graph with two or more accounts. Requiring independent kinds of evidence is what
-keeps a shared corporate NAT, or two customers of the same public benchmark, from being a campaign.
+  payment / device  the same payment or device fingerprint
+Kinds are grouped by what they are evidence of: network (ip, subnet_ua), content (template, system)
+and identity (payment, device; strong, counts twice). Two accounts are linked when the groups they
+share add up to at least `min_link_types`, so two kinds of one group (a shared IP implies a shared
+/24) never link on their own. Campaigns are the connected components with two or more accounts.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ SELECT account_id, 'ip' AS kind, client_ip AS k FROM exchanges WHERE client_ip I
 UNION ALL
 SELECT account_id, 'subnet_ua' AS kind,
        concat({rxr(client_ip, '\\.[0-9]+$', '.0/24')}, '|', coalesce(user_agent, '')) AS k
-  FROM exchanges WHERE client_ip IS NOT NULL AND client_ip NOT LIKE '%:%'
+  FROM exchanges WHERE client_ip IS NOT NULL AND client_ip NOT LIKE '%:%' AND coalesce(user_agent, '') <> ''
   GROUP BY account_id, concat({rxr(client_ip, '\\.[0-9]+$', '.0/24')}, '|', coalesce(user_agent, ''))
 UNION ALL
 SELECT account_id, 'system' AS kind, {hash(system_prompt)} AS k FROM exchanges
@@ -42,7 +45,16 @@ SELECT account_id, 'device' AS kind, device_fp AS k FROM exchanges WHERE device_
   GROUP BY account_id, device_fp
 """
 
-KIND_WEIGHT = {"ip": 1, "subnet_ua": 1, "template": 1, "system": 1, "payment": 2, "device": 2}
+KIND_GROUP = {
+    "ip": "network",
+    "subnet_ua": "network",
+    "template": "content",
+    "system": "content",
+    "payment": "identity",
+    "device": "identity",
+}
+GROUP_WEIGHT = {"network": 1, "content": 1, "identity": 2}
+TEMPLATE_OVERLAP = 0.25
 
 
 @dataclass
@@ -70,6 +82,29 @@ def _relation(acc_idx: np.ndarray, keys: np.ndarray, n_acc: int, max_accounts: i
     return m[:, np.flatnonzero(keep)]
 
 
+def _template_links(tpl: Templates, idx: dict[str, int], n: int, max_accounts: int) -> csr_matrix | None:
+    """Account pairs whose template mixes overlap (Bhattacharyya coefficient >= TEMPLATE_OVERLAP)."""
+    t_acc = np.array([idx.get(a, -1) for a in tpl.account_id], dtype=np.int64)
+    ok = (t_acc >= 0) & (tpl.length >= MIN_TEMPLATE_CHARS)
+    if not ok.any():
+        return None
+    a, c, w = t_acc[ok], tpl.cluster[ok], tpl.cnt[ok]
+    total = np.bincount(t_acc[t_acc >= 0], weights=tpl.cnt[t_acc >= 0], minlength=n)
+    uc, cinv = np.unique(c, return_inverse=True)
+    m = csr_matrix((w / np.maximum(total[a], 1.0), (a, cinv)), shape=(n, len(uc)))
+    m.sum_duplicates()
+    per_cluster = np.diff(m.tocsc().indptr)
+    keep = np.flatnonzero((per_cluster >= 2) & (per_cluster <= max_accounts))
+    if not len(keep):
+        return None
+    m = m[:, keep].tocsr()
+    m.data = np.sqrt(m.data)
+    bc = (m @ m.T).tocsr()
+    bc.data = (bc.data >= TEMPLATE_OVERLAP).astype(np.float64)
+    bc.eliminate_zeros()
+    return bc
+
+
 def link(
     engine: Engine,
     accounts: np.ndarray,
@@ -83,28 +118,28 @@ def link(
     acc = np.array([idx.get(a, -1) for a in infra.column("account_id").to_pylist()], dtype=np.int64)
     kinds = np.asarray(infra.column("kind").to_pylist(), dtype=object)
     keys = np.asarray(infra.column("k").to_pylist(), dtype=object)
-    rel: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for kind in KIND_WEIGHT:
+    per_kind: dict[str, csr_matrix] = {}
+    for kind in KIND_GROUP:
         if kind == "template":
-            t_acc = np.array([idx.get(a, -1) for a in tpl.account_id], dtype=np.int64)
-            # Only substantial templates that carry real traffic of the account.
-            ok = (t_acc >= 0) & (tpl.length >= MIN_TEMPLATE_CHARS) & (tpl.cnt >= 1)
-            rel[kind] = (t_acc[ok], tpl.cluster[ok].astype(str))
+            # Templates may span a whole hydra; the overlap test, not a cap, keeps popular prompts out.
+            shared = _template_links(tpl, idx, n, max_key_accounts * 10)
         else:
             sel = (kinds == kind) & (acc >= 0)
-            rel[kind] = (acc[sel], keys[sel])
-    score = csr_matrix((n, n), dtype=np.int32)
-    per_kind: dict[str, csr_matrix] = {}
-    for kind, (a, k) in rel.items():
-        m = _relation(a, k, n, max_key_accounts)
-        if m is None:
+            m = _relation(acc[sel], keys[sel], n, max_key_accounts)
+            shared = None if m is None else (m @ m.T).tocsr()
+        if shared is None:
             continue
-        shared = (m @ m.T).tocsr()
         shared.data[:] = 1
         shared.setdiag(0)
         shared.eliminate_zeros()
         per_kind[kind] = shared
-        score = score + shared * KIND_WEIGHT[kind]
+    score = csr_matrix((n, n), dtype=np.int32)
+    for group, w in GROUP_WEIGHT.items():
+        g = [m for k, m in per_kind.items() if KIND_GROUP[k] == group]
+        if g:
+            any_kind = sum(g[1:], g[0]).tocsr()
+            any_kind.data[:] = 1
+            score = score + any_kind * w
     score = score.tocsr()
     strong = score.copy()
     strong.data = (strong.data >= min_link_types).astype(np.int8)

@@ -53,7 +53,7 @@ class Templates:
 
 
 def templates(
-    engine: Engine, sample: int = 64, threshold: float = 0.5, source: str = "exchanges"
+    engine: Engine, sample: int = 64, threshold: float = 0.4, source: str = "exchanges"
 ) -> Templates:
     t = engine.query(SAMPLE_SQL % {"skel": SKELETON_SQL, "sample": int(sample), "source": source})
     skel = t.column("skel").combine_chunks()

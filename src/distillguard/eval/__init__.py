@@ -71,7 +71,9 @@ class Report:
     campaigns: list[dict[str, Any]] = field(default_factory=list)
 
 
-def evaluate(scan_dir: Path, labels_path: Path, flag_level: str = "suspect", max_fp: int = 50) -> Report:
+def evaluate(
+    scan_dir: Path, labels_path: Path, flag_level: str = "suspect", max_fp: int = 50, streaming: bool = True
+) -> Report:
     lab = read_labels(labels_path)
     acc = pq.read_table(scan_dir / "accounts.parquet").to_pydict()
     pos = {a: i for i, a in enumerate(acc["account_id"])}
@@ -124,6 +126,14 @@ def evaluate(scan_dir: Path, labels_path: Path, flag_level: str = "suspect", max
         t_lab = np.where(lab.campaign[rel] != "", lab.campaign[rel], "t:" + lab.account_id[rel])
         p_lab = np.where(pred_c[rel] != "", pred_c[rel], "p:" + lab.account_id[rel])
         m["campaign_ari"] = float(adjusted_rand_score(t_lab, p_lab))
+    if streaming and (scan_dir / "exchanges.parquet").exists() and y.any():
+        from distillguard.eval.stream import exchanges_to_flag
+
+        st = exchanges_to_flag(
+            scan_dir / "exchanges.parquet", set(lab.account_id[y].tolist()), level=flag_level
+        )
+        m["median_exchanges_to_flag"] = st["median_exchanges_to_flag"]
+        m["p90_exchanges_to_flag"] = st["p90_exchanges_to_flag"]
     strategies = []
     for s in sorted(set(lab.strategy.tolist())):
         sel = lab.strategy == s

@@ -1,0 +1,135 @@
+"""End-to-end scans of small hand-built logs: verdicts, evidence, campaigns, outputs."""
+
+import csv
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from distillguard.cli import app
+from distillguard.detect.pipeline import scan
+
+from ..conftest import T0, LogBuilder
+
+
+def _mixed_log(builder: LogBuilder, corpora: dict[str, list[str]], tmp_path: Path) -> Path:
+    for i in range(40):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 10 + i % 15, ip=f"198.51.100.{i}")
+    ips = [f"203.0.113.{k}" for k in range(6)]
+    for j in range(4):
+        builder.orca_harvester(f"farm{j}", corpora["gsm8k"] + corpora["arena"], 400, ips)
+    return builder.write(tmp_path / "log.jsonl")
+
+
+def test_scan_flags_harvesters_and_links_them(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    log = _mixed_log(builder, corpora, tmp_path)
+    res, summary = scan([log], tmp_path / "out")
+    verdict = dict(zip(res.accounts.ids.tolist(), res.levels, strict=True))
+    for j in range(4):
+        assert verdict[f"farm{j}"] == "block"
+    assert all(verdict[f"user{i:02d}"] == "ok" for i in range(40))
+    assert summary["exchanges"] == len(builder.rows)
+    # The four farm accounts share IPs, template and system prompt: one campaign, nothing else.
+    assert len(res.campaigns.ids) == 1
+    assert sorted(res.accounts.ids[res.campaigns.members[0]].tolist()) == [f"farm{j}" for j in range(4)]
+    # Evidence names the signal, its value, threshold and example exchange ids.
+    i = res.accounts.ids.tolist().index("farm0")
+    ev = {e.signal: e for e in res.evidence[i]}
+    assert ev["fingerprint.orca_system"].value == 1.0
+    assert ev["fingerprint.orca_system"].examples
+    assert ev["shape.max_tokens"].weight > 0
+    assert ev["open_loop.single_turn"].threshold == 0.99
+
+
+def test_scan_outputs(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    log = _mixed_log(builder, corpora, tmp_path)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["scan", str(log), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with open(out / "accounts.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"account_id", "score", "verdict", "campaign_id", "reasons"} <= set(rows[0])
+    farm = next(r for r in rows if r["account_id"] == "farm1")
+    assert farm["verdict"] == "block" and farm["campaign_id"] and "fingerprint.orca_system" in farm["reasons"]
+    assert pq.read_table(out / "accounts.parquet").num_rows == len(rows)
+    camps = orjson.loads((out / "campaigns.json").read_bytes())
+    assert camps[0]["n_accounts"] == 4 and camps[0]["evidence"]
+    ev_lines = (out / "evidence.jsonl").read_bytes().splitlines()
+    assert len(ev_lines) == len(rows)
+
+
+def test_follow_ups_explain_away_soft_evidence(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    """A tutoring-style account asks for steps at volume but converses: not above watch."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 12, ip=f"198.51.100.{i}")
+    t = T0 + timedelta(hours=8)
+    for k in range(600):
+        t += timedelta(seconds=30 + (k % 7) * 20)
+        q = corpora["gsm8k"][k % len(corpora["gsm8k"])]
+        if k % 3 == 0:
+            hist = [
+                {"role": "user", "content": q},
+                {
+                    "role": "assistant",
+                    "content": "First we add the apples and the oranges to find the total fruit.",
+                },
+            ]
+            builder.add(
+                "tutor",
+                t,
+                "Why do we add the apples and oranges first to get the total fruit?",
+                history=hist,
+                end_user=f"student{k % 90}",
+                max_tokens=600,
+            )
+        else:
+            builder.add(
+                "tutor",
+                t,
+                q + " Explain step by step.",
+                end_user=f"student{k % 90}",
+                max_tokens=600,
+                system_prompt="You are a patient maths tutor for children.",
+            )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    i = res.accounts.ids.tolist().index("tutor")
+    assert res.levels[i] in ("ok", "watch")
+    assert any(e.signal == "open_loop.follow_ups" and e.weight < 0 for e in res.evidence[i])
+
+
+def test_strict_exit_code_and_quarantine(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    log = _mixed_log(builder, corpora, tmp_path)
+    with open(log, "ab") as f:
+        f.write(b"{not json\n")
+        f.write(
+            orjson.dumps(
+                {
+                    "exchange_id": "bad",
+                    "ts": "2026-11-01T00:00:00Z",
+                    "account_id": "x",
+                    "model": "m",
+                    "temperature": "hot",
+                }
+            )
+            + b"\n"
+        )
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["scan", str(log), "--out", str(out), "--strict"])
+    assert r.exit_code == 3
+    q = [orjson.loads(x) for x in (out / "quarantine.jsonl").read_bytes().splitlines()]
+    n = len(builder.rows)
+    assert [x["line"] for x in q] == [n + 1, n + 2]
+    assert "temperature" in q[1]["reason"]
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["exchanges"] == n and summary["quarantined"] == 2
+    r = CliRunner().invoke(app, ["scan", str(log), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 0
+
+
+def test_missing_log_is_a_clear_error(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "not found" in r.output
