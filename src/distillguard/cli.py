@@ -139,6 +139,59 @@ def eval_(
         )
 
 
+@app.command()
+def calibrate(
+    scan_dir: Path = typer.Argument(
+        ..., help="Output directory of `distillguard scan` over benign-heavy traffic."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Labels CSV; without it every account is taken as benign."
+    ),
+    out: Path = typer.Option(Path("calibration.json"), "--out", "-o", help="Calibration file to write."),
+    target: list[str] = typer.Option(
+        [], "--target", help="LEVEL=FPR, e.g. suspect=0.01: print the threshold that meets it."
+    ),
+) -> None:
+    """Measure the benign false-positive rate of each score threshold; optionally solve for target FPRs."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from distillguard.config import Config
+    from distillguard.detect import calibration
+    from distillguard.eval import read_labels
+
+    if not (scan_dir / "accounts.parquet").exists():
+        fail(f"{scan_dir} holds no scan (accounts.parquet missing)")
+    t = pq.read_table(scan_dir / "accounts.parquet", columns=["account_id", "score"]).to_pydict()
+    scores = np.asarray(t["score"], dtype=np.float64)
+    source = f"all accounts of {scan_dir}"
+    if labels is not None:
+        try:
+            lab = read_labels(labels)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+        benign = set(lab.account_id[~lab.attack].tolist())
+        scores = scores[[a in benign for a in t["account_id"]]]
+        source = f"benign accounts of {scan_dir} labelled by {labels.name}"
+    if len(scores) == 0:
+        fail("no benign accounts to calibrate on")
+    cal = calibration.from_scores(scores, source)
+    calibration.save(cal, out)
+    levels = dict(Config().scoring.levels)
+    for lvl, row in cal.table(levels).items():
+        console.print(f"{lvl:>8}: threshold {row['threshold']:.3f} -> benign FPR {row['benign_fpr']:.4%}")
+    for spec in target:
+        name, _, val = spec.partition("=")
+        try:
+            thr = cal.threshold_for(float(val))
+        except ValueError:
+            fail(f"--target {spec!r}: expected LEVEL=FPR such as suspect=0.01")
+        console.print(
+            f"\\[scoring.levels] {name} = {thr:.6f}  # benign FPR {cal.fpr(thr):.4%} (target {val})"
+        )
+    console.print(f"wrote {out} ({cal.n_benign} benign accounts)")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

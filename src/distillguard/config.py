@@ -8,9 +8,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distillguard.detect.evidence import Level
+from distillguard.detect.evidence import LEVELS
 
 
 class ScoringConfig(BaseModel):
@@ -60,10 +60,23 @@ class ScoringConfig(BaseModel):
         ],
         description="Findings that benign behaviour cannot explain away (mitigations never cancel them).",
     )
-    levels: dict[Level, float] = Field(
-        default_factory=lambda: dict[Level, float]({"watch": 0.2, "suspect": 0.5, "block": 0.9}),
+    calibration: Path | None = Field(
+        None, description="Benign calibration JSON (`distillguard calibrate`); default: the packaged one."
+    )
+    levels: dict[str, float] = Field(
+        default_factory=lambda: {"watch": 0.2, "suspect": 0.5, "block": 0.9},
         description="Lowest score of each level above `ok`.",
     )
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: dict[str, float]) -> dict[str, float]:
+        want = list(LEVELS[1:])
+        if sorted(v) != sorted(want):
+            raise ValueError(f"levels must give exactly {want}")
+        if not v["watch"] <= v["suspect"] <= v["block"]:
+            raise ValueError("levels must satisfy watch <= suspect <= block")
+        return v
 
 
 class ScanConfig(BaseModel):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.config import Config
-from distillguard.detect import features, scoring, skeletons
+from distillguard.detect import calibration, features, scoring, skeletons
 from distillguard.detect.campaigns import Campaigns, link
 from distillguard.detect.evidence import Evidence, Level
 from distillguard.detect.signals.base import Finding, Signal, ramp, signals
@@ -314,5 +314,8 @@ def scan(
         "engine": engine_name or cfg.scan.engine,
         "seconds": {k: round(v, 3) for k, v in res.timings.items()},
     }
+    cal = calibration.load(cfg.scoring.calibration) if cfg.scoring.calibration else calibration.default()
+    if cal is not None:
+        summary["calibration"] = calibration.describe(cal, dict(cfg.scoring.levels))
     write_outputs(res, out, summary)
     return res, summary

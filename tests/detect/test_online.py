@@ -1,0 +1,51 @@
+"""The streaming scorer uses the batch signals: same account, same log, same score."""
+
+from pathlib import Path
+
+import orjson
+
+from distillguard.detect.online import OnlineScorer
+from distillguard.detect.pipeline import scan
+from distillguard.exchange import validate
+
+from ..conftest import LogBuilder
+
+
+def test_online_matches_batch_own_score(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    for i in range(20):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 15, ip=f"198.51.100.{i}")
+    builder.orca_harvester("farm", corpora["gsm8k"], 300, ["203.0.113.9"])
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    batch = dict(zip(res.accounts.ids.tolist(), res.accounts.score.tolist(), strict=True))
+    peers = res.accounts.cols
+    import numpy as np
+
+    days = np.maximum(peers["days_active"], 1)
+    sc = OnlineScorer(
+        peer_per_day=float(np.median(peers["n_exchanges"] / days)),
+        peer_tok_per_day=float(np.median(peers["out_tokens_sum"] / days)),
+    )
+    for line in log.read_bytes().splitlines():
+        sc.learn_one(validate(orjson.loads(line)))
+    for acc in ("farm", "user03"):
+        v = sc.score_one(acc)
+        assert abs(v.score - batch[acc]) < 1e-9, acc
+    assert sc.score_one("farm").level == "block"
+    assert sc.score_one("farm").evidence[0].signal.startswith("fingerprint.")
+    assert sc.score_one("nobody").level == "ok"
+    sc.close()
+
+
+def test_online_flags_early_and_caches(builder: LogBuilder, corpora) -> None:
+    builder.orca_harvester("farm", corpora["gsm8k"], 200, ["203.0.113.9"])
+    sc = OnlineScorer()
+    flagged_at = None
+    for k, row in enumerate(sorted(builder.rows, key=lambda r: r["ts"]), start=1):
+        sc.learn_one(validate(row))
+        if flagged_at is None and sc.score_one("farm").level in ("suspect", "block"):
+            flagged_at = k
+    assert flagged_at is not None and flagged_at <= 30
+    v1 = sc.score_one("farm")
+    assert sc.score_one("farm") is v1  # cached until enough new exchanges arrive
+    sc.close()
