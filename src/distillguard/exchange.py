@@ -9,6 +9,7 @@ aggregate them with plain SQL.
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Any, Required
 
@@ -181,8 +182,12 @@ def validate(data: dict[str, Any]) -> Exchange:
     return _validator.validate_python(data)
 
 
+_WORD = re.compile(r"\w{4,}")
+
+
 def _words(s: str) -> set[str]:
-    return {w for w in s.lower().split() if len(w) > 3}
+    """Content-ish words (4+ word characters), lower-cased, punctuation dropped."""
+    return set(_WORD.findall(s.lower()))
 
 
 def to_row(ex: Exchange) -> dict[str, Any]:
