@@ -1,8 +1,8 @@
 """MinHash sketches and LSH clustering of prompt skeletons, vectorised with numpy.
 
-A sketch uses one-permutation hashing (Li, Owen & Zhang 2012) over character 5-grams: every 5-gram is
-hashed once, its top bits pick one of `K` bins and the bin keeps its minimum, so a sketch costs one
-hash per character instead of K. Empty bins are filled by rotation (Shrivastava & Li 2014) so that
+A sketch uses one-permutation hashing (Li, Owen & Zhang 2012) over word-anchored 8-byte shingles:
+every shingle is hashed once, its top bits pick one of `K` bins and the bin keeps its minimum, so a
+sketch costs one hash per word instead of K. Empty bins are filled by rotation (Shrivastava & Li 2014) so that
 equal-bin rate estimates Jaccard similarity. LSH bands the sketch (`BANDS` x `ROWS`); candidate pairs
 are verified on the full sketch before they link, and a bucket links each member to its first member
 only, so a huge bucket costs O(n), not O(n^2).
@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 K = 64
 BANDS = 16
 ROWS = K // BANDS
-SHINGLE = 5
+SHINGLE = 8  # bytes per shingle, anchored at word starts
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
@@ -39,64 +39,74 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def sketch(texts: Sequence[str] | pa.Array, key: int = 0) -> np.ndarray:
-    """(len(texts), K) uint64 MinHash sketches. Texts shorter than a shingle get one shingle."""
+def sketch(texts: Sequence[str] | pa.Array, key: int = 0, chunk_bytes: int = 8 << 20) -> np.ndarray:
+    """(len(texts), K) uint64 MinHash sketches of word-anchored shingles.
+
+    A shingle is the SHINGLE bytes starting at each word start (the first byte, and every byte after a
+    space): the same text always yields the same shingles, near-identical texts share most of them, and
+    there are about as many as words rather than characters. Texts are processed in chunks of about
+    `chunk_bytes` so memory stays bounded whatever the input size.
+    """
     arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, pa.Array) else texts
-    arr = arr.cast(pa.large_string())
+    arr = arr.cast(pa.large_string()).fill_null("")
     n = len(arr)
     out = np.full((n, K), _EMPTY, dtype=np.uint64)
-    if n == 0:
-        return out
-    arr = arr.fill_null("")
+    start = 0
+    while start < n:
+        # Grow the chunk until it holds about chunk_bytes of text (at least one text).
+        offs = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+        stop = int(np.searchsorted(offs, offs[start] + chunk_bytes, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        out[start:stop] = _sketch_chunk(arr.slice(start, stop - start), key)
+        start = stop
+    return out
+
+
+def _sketch_chunk(arr: pa.Array, key: int) -> np.ndarray:
+    n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    buf = arr.buffers()[2]
+    base = int(offsets[0])
+    total = int(offsets[-1]) - base
     data = (
-        np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-        if arr.buffers()[2] is not None
-        else np.zeros(0, np.uint8)
+        np.frombuffer(buf, dtype=np.uint8)[base : base + total] if buf is not None else np.zeros(0, np.uint8)
     )
-    total = len(data)
-    data = np.concatenate([data, np.zeros(SHINGLE, np.uint8)])  # windows past the end read zeros
-    lens = offsets[1:] - offsets[:-1]
-    # Pack every 5-byte window of the whole buffer with contiguous slices (no gather), then keep the
-    # windows that lie inside one text.
-    v = data[:total].astype(np.uint64)
-    for j in range(1, SHINGLE):
-        v |= data[j : total + j].astype(np.uint64) << np.uint64(8 * j)
-    long_ = lens >= SHINGLE
-    marks = np.zeros(total + 1, dtype=np.int64)
-    np.add.at(marks, offsets[:-1][long_], 1)
-    np.add.at(marks, offsets[1:][long_] - SHINGLE + 1, -1)
-    valid = np.cumsum(marks[:total]) > 0
-    pos = np.flatnonzero(valid)
+    offsets = offsets - base
+    data = np.concatenate([data, np.zeros(SHINGLE, np.uint8)])
+    # Word starts: position 0 of each text, and every non-space byte after a space.
+    is_start = np.zeros(total, dtype=bool)
+    if total:
+        is_start[1:] = (data[: total - 1] == 32) & (data[1:total] != 32)
+    starts_of_docs = offsets[:-1][offsets[:-1] < offsets[1:]]
+    is_start[starts_of_docs] = True
+    pos = np.flatnonzero(is_start)
     doc = np.searchsorted(offsets, pos, side="right") - 1
-    v = v[pos]
-    short = np.flatnonzero(~long_)
-    if len(short):
-        # A text shorter than a shingle is one shingle of its bytes, zero-padded.
-        sv = np.zeros(len(short), dtype=np.uint64)
-        for j in range(SHINGLE):
-            at = offsets[:-1][short] + j
-            b = np.where(at < offsets[1:][short], data[np.minimum(at, total)], 0).astype(np.uint64)
-            sv |= b << np.uint64(8 * j)
-        v = np.concatenate([v, sv])
-        doc = np.concatenate([doc, short])
+    end = offsets[1:][doc]
+    v = np.zeros(len(pos), dtype=np.uint64)
+    for j in range(SHINGLE):
+        at = pos + j
+        # Bytes past the text's end are zero, so a short final word hashes as itself.
+        b = np.where(at < end, data[np.minimum(at, total)], 0).astype(np.uint64)
+        v |= b << np.uint64(8 * j)
+    # Empty texts get one shingle of zeros, so they compare equal to each other only.
+    empty = np.flatnonzero(offsets[1:] == offsets[:-1])
+    if len(empty):
+        v = np.concatenate([v, np.zeros(len(empty), dtype=np.uint64)])
+        doc = np.concatenate([doc, empty])
     h = _mix((v ^ np.uint64(key & 0xFFFFFFFFFFFFFFFF)) * _M1)
     bins = (h >> np.uint64(58)).astype(np.int64)  # top 6 bits: K = 64 bins
     vals = h & np.uint64((1 << 58) - 1)
-    flat = doc * K + bins
     res = np.full(n * K, _EMPTY, dtype=np.uint64)
-    np.minimum.at(res, flat, vals)
+    np.minimum.at(res, doc * K + bins, vals)
     out = res.reshape(n, K)
     # Densify: an empty bin borrows the next non-empty bin to its right (circularly), salted by distance.
-    empty = out == _EMPTY
-    if empty.any():
-        for shift in range(1, K):
-            still = empty & (out == _EMPTY)
-            if not still.any():
-                break
-            rolled = np.roll(out, -shift, axis=1)
-            fill = still & (rolled != _EMPTY)
-            out = np.where(fill, _mix(rolled + np.uint64(shift)) & np.uint64((1 << 58) - 1), out)
+    for shift in range(1, K):
+        still = out == _EMPTY
+        if not still.any():
+            break
+        rolled = np.roll(out, -shift, axis=1)
+        fill = still & (rolled != _EMPTY)
+        out = np.where(fill, _mix(rolled + np.uint64(shift)) & np.uint64((1 << 58) - 1), out)
     return out
 
 
@@ -129,9 +139,11 @@ def cluster(sk: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     cand = ids != head
     a, b = head[cand], ids[cand]
     if len(a):
-        pair = np.unique(np.stack([a, b], axis=1), axis=0)
-        a, b = pair[:, 0], pair[:, 1]
-        keep = similarity(sk[a], sk[b]) >= threshold
+        # Pairs found in several bands are verified more than once: cheaper than deduplicating them.
+        keep = np.zeros(len(a), dtype=bool)
+        for lo in range(0, len(a), 1 << 18):  # bounded temporaries
+            hi = lo + (1 << 18)
+            keep[lo:hi] = similarity(sk[a[lo:hi]], sk[b[lo:hi]]) >= threshold
         a, b = a[keep], b[keep]
     g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(g, directed=False)

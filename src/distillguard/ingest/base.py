@@ -197,18 +197,25 @@ def read_exchanges(
     path: Path, adapter: Adapter, quarantine: Quarantine, stats: IngestStats
 ) -> Iterator[tuple[int, Exchange]]:
     """Validated exchanges of one file with their line numbers; bad rows go to the quarantine."""
-    for rec in adapter.records(path):
-        stats.add(path, "read")
-        if rec.data is None:
-            quarantine.put(path, rec.line, rec.error or "unreadable record", rec.raw)
-            stats.add(path, "quarantined")
-            continue
-        try:
-            ex = validate(rec.data)
-        except ValidationError as e:
-            raw = rec.raw if rec.raw is not None else orjson.dumps(rec.data, default=str)
-            quarantine.put(path, rec.line, format_validation_error(e), raw)
-            stats.add(path, "quarantined")
-            continue
-        stats.add(path, "ok")
-        yield rec.line, ex
+    read = ok = bad = 0
+    try:
+        for rec in adapter.records(path):
+            read += 1
+            if rec.data is None:
+                quarantine.put(path, rec.line, rec.error or "unreadable record", rec.raw)
+                bad += 1
+                continue
+            try:
+                ex = validate(rec.data)
+            except ValidationError as e:
+                raw = rec.raw if rec.raw is not None else orjson.dumps(rec.data, default=str)
+                quarantine.put(path, rec.line, format_validation_error(e), raw)
+                bad += 1
+                continue
+            ok += 1
+            yield rec.line, ex
+    finally:
+        # Counted locally and added once: this loop runs per row.
+        stats.add(path, "read", read)
+        stats.add(path, "ok", ok)
+        stats.add(path, "quarantined", bad)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from distillguard.exchange import ARROW_SCHEMA, Exchange, rows_to_batch, to_row
+from distillguard.exchange import ARROW_SCHEMA, Exchange, to_values, values_to_batch
 from distillguard.ingest.base import (
     Adapter,
     IngestStats,
@@ -29,17 +29,17 @@ class ParquetSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._w = pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd")
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[list[Any]] = []
         self.count = 0
 
     def add(self, ex: Exchange) -> None:
-        self._rows.append(to_row(ex))
+        self._rows.append(to_values(ex))
         if len(self._rows) >= BATCH_ROWS:
             self.flush()
 
     def flush(self) -> None:
         if self._rows:
-            self._w.write_batch(rows_to_batch(self._rows), row_group_size=ROW_GROUP_ROWS)
+            self._w.write_batch(values_to_batch(self._rows), row_group_size=ROW_GROUP_ROWS)
             self.count += len(self._rows)
             self._rows.clear()
 
