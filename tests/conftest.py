@@ -70,11 +70,16 @@ class LogBuilder:
             t += timedelta(seconds=self.rng.expovariate(1 / 600) if self.rng.random() < 0.7 else 3600 * 2)
             p = self.rng.choice(prompts)
             if self.rng.random() < 0.4:
-                ans = "The capital has several museums and a historic market near the river."
+                words = p.split()
+                topic = " ".join(self.rng.sample(words, min(4, len(words))))
+                ans = f"About {topic}: there are several options, each with trade-offs worth comparing."
+                ask = self.rng.choice(
+                    ["Why", "Really? Explain", "Go deeper on", "Shorter please:", "Compare"]
+                )
                 self.add(
                     account,
                     t,
-                    "Tell me more about the historic market near the river museums.",
+                    f"{ask} {topic}?",
                     history=[{"role": "user", "content": p}, {"role": "assistant", "content": ans}],
                     client_ip=ip,
                     temperature=0.7,

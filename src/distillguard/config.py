@@ -40,6 +40,7 @@ class ScoringConfig(BaseModel):
             "timing.regular": 1.5,
             "timing.round_the_clock": 1.0,
             "volume.vs_peers": 1.0,
+            "volume.vs_history": 1.0,
             "skeleton.reuse": 0.5,
             "campaign.coordination": 1.5,
             # mitigating evidence (negative)

@@ -7,9 +7,13 @@ Accounts are linked through kinds of shared evidence, each a bipartite account x
               distributions over template clusters (MinHash-LSH of masked skeletons) is at least
               `TEMPLATE_OVERLAP`, so one popular prompt in common is not a link, a shared template is
   system      the same system prompt (40+ characters)
+  asn_ua      the same ASN with the same (non-empty) user agent
   payment / device  the same payment or device fingerprint
-Kinds are grouped by what they are evidence of: network (ip, subnet_ua), content (template, system)
-and identity (payment, device; strong, counts twice). Two accounts are linked when the groups they
+  synchrony   activity in the same 10-minute buckets (cosine of bucket counts >= SYNC_MIN)
+  topics      the same topic mix (cosine of topic counts >= TOPIC_MIN)
+Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua), content (template,
+system), identity (payment, device; strong, counts twice), timing (synchrony) and topics (half a link).
+Timing and topics only corroborate: they are computed for pairs already linked by another group. Two accounts are linked when the groups they
 share add up to at least `min_link_types`, so two kinds of one group (a shared IP implies a shared
 /24) never link on their own. Campaigns are the connected components with two or more accounts.
 """
@@ -35,6 +39,10 @@ SELECT account_id, 'subnet_ua' AS kind,
   FROM exchanges WHERE client_ip IS NOT NULL AND client_ip NOT LIKE '%:%' AND coalesce(user_agent, '') <> ''
   GROUP BY account_id, concat({rxr(client_ip, '\\.[0-9]+$', '.0/24')}, '|', coalesce(user_agent, ''))
 UNION ALL
+SELECT account_id, 'asn_ua' AS kind, concat(CAST(asn AS STRING), '|', user_agent) AS k
+  FROM exchanges WHERE asn IS NOT NULL AND coalesce(user_agent, '') <> ''
+  GROUP BY account_id, concat(CAST(asn AS STRING), '|', user_agent)
+UNION ALL
 SELECT account_id, 'system' AS kind, {hash(system_prompt)} AS k FROM exchanges
   WHERE length(system_prompt) >= 40 GROUP BY account_id, {hash(system_prompt)}
 UNION ALL
@@ -45,15 +53,27 @@ SELECT account_id, 'device' AS kind, device_fp AS k FROM exchanges WHERE device_
   GROUP BY account_id, device_fp
 """
 
+SYNC_SQL = """
+SELECT account_id, CAST(floor(({epoch(ts)} - %(t0)r) / 600) AS BIGINT) AS bucket, count(*) AS n
+FROM exchanges GROUP BY account_id, CAST(floor(({epoch(ts)} - %(t0)r) / 600) AS BIGINT)
+"""
+SYNC_MIN = 0.6
+TOPIC_MIN = 0.95
+BEHAVIOUR_MIN_EXCHANGES = 20  # fewer exchanges make timing and topic mixes coincide by chance
+
 KIND_GROUP = {
     "ip": "network",
     "subnet_ua": "network",
+    "asn_ua": "network",
     "template": "content",
     "system": "content",
     "payment": "identity",
     "device": "identity",
+    "synchrony": "timing",
+    "topics": "topics",
 }
-GROUP_WEIGHT = {"network": 1, "content": 1, "identity": 2}
+# A topic mix is shared by whole populations of ordinary users, so it only ever adds half a link.
+GROUP_WEIGHT = {"network": 1.0, "content": 1.0, "identity": 2.0, "timing": 1.0, "topics": 0.5}
 TEMPLATE_OVERLAP = 0.25
 
 
@@ -105,12 +125,67 @@ def _template_links(tpl: Templates, idx: dict[str, int], n: int, max_accounts: i
     return bc
 
 
+def _cosine_pairs(m: csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the given row pairs of a non-negative matrix."""
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    out = np.zeros(len(rows))
+    for lo in range(0, len(rows), 1 << 16):
+        r, c = rows[lo : lo + (1 << 16)], cols[lo : lo + (1 << 16)]
+        dots = np.asarray(m[r].multiply(m[c]).sum(axis=1)).ravel()
+        out[lo : lo + len(r)] = dots / np.maximum(norms[r] * norms[c], 1e-12)
+    return out
+
+
+def _behaviour_links(
+    engine: Engine,
+    idx: dict[str, int],
+    n: int,
+    cand: csr_matrix,
+    topics: np.ndarray | None,
+    volume: np.ndarray,
+) -> dict[str, csr_matrix]:
+    """Synchrony and topic links, tested only on candidate pairs (already linked by another group)."""
+    c = cand.tocoo()
+    sel = (
+        (c.row < c.col)
+        & (volume[c.row] >= BEHAVIOUR_MIN_EXCHANGES)
+        & (volume[c.col] >= BEHAVIOUR_MIN_EXCHANGES)
+    )
+    r, k = c.row[sel], c.col[sel]
+    out: dict[str, csr_matrix] = {}
+    if not len(r):
+        return out
+    t0 = engine.query("SELECT min({epoch(ts)}) AS t0 FROM exchanges").column("t0")[0].as_py()
+    sync = engine.query(SYNC_SQL % {"t0": float(t0)})
+    a = np.array([idx.get(x, -1) for x in sync.column("account_id").to_pylist()], dtype=np.int64)
+    ok = a >= 0
+    b = np.asarray(sync.column("bucket").to_numpy(zero_copy_only=False), dtype=np.int64)[ok]
+    w = np.asarray(sync.column("n").to_numpy(zero_copy_only=False), dtype=np.float64)[ok]
+    hm = csr_matrix(
+        (w, (a[ok], b - b.min() if len(b) else b)), shape=(n, int(b.max() - b.min() + 1) if len(b) else 1)
+    )
+    for kind, mat, thr in (
+        ("synchrony", hm, SYNC_MIN),
+        ("topics", None if topics is None else csr_matrix(topics), TOPIC_MIN),
+    ):
+        if mat is None:
+            continue
+        keep = _cosine_pairs(mat, r, k) >= thr
+        if keep.any():
+            rr, kk = r[keep], k[keep]
+            sym = csr_matrix((np.ones(2 * len(rr)), (np.r_[rr, kk], np.r_[kk, rr])), shape=(n, n))
+            out[kind] = sym
+    return out
+
+
 def link(
     engine: Engine,
     accounts: np.ndarray,
     tpl: Templates,
     max_key_accounts: int = 200,
     min_link_types: int = 2,
+    topics: np.ndarray | None = None,
+    volume: np.ndarray | None = None,
 ) -> Campaigns:
     n = len(accounts)
     idx = {a: i for i, a in enumerate(accounts)}
@@ -120,6 +195,8 @@ def link(
     keys = np.asarray(infra.column("k").to_pylist(), dtype=object)
     per_kind: dict[str, csr_matrix] = {}
     for kind in KIND_GROUP:
+        if kind in ("synchrony", "topics"):
+            continue
         if kind == "template":
             # Templates may span a whole hydra; the overlap test, not a cap, keeps popular prompts out.
             shared = _template_links(tpl, idx, n, max_key_accounts * 10)
@@ -133,14 +210,20 @@ def link(
         shared.setdiag(0)
         shared.eliminate_zeros()
         per_kind[kind] = shared
-    score = csr_matrix((n, n), dtype=np.int32)
-    for group, w in GROUP_WEIGHT.items():
-        g = [m for k, m in per_kind.items() if KIND_GROUP[k] == group]
-        if g:
-            any_kind = sum(g[1:], g[0]).tocsr()
-            any_kind.data[:] = 1
-            score = score + any_kind * w
-    score = score.tocsr()
+
+    def group_score() -> csr_matrix:
+        total = csr_matrix((n, n), dtype=np.float64)
+        for group, w in GROUP_WEIGHT.items():
+            g = [m for k, m in per_kind.items() if KIND_GROUP[k] == group]
+            if g:
+                any_kind = sum(g[1:], g[0]).tocsr()
+                any_kind.data[:] = 1
+                total = total + any_kind * w
+        return total.tocsr()
+
+    vol = volume if volume is not None else np.full(n, BEHAVIOUR_MIN_EXCHANGES, dtype=np.float64)
+    per_kind.update(_behaviour_links(engine, idx, n, group_score(), topics, vol))
+    score = group_score()
     strong = score.copy()
     strong.data = (strong.data >= min_link_types).astype(np.int8)
     strong.eliminate_zeros()

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from distillguard.config import Config
-from distillguard.detect import features, scoring, skeletons
+from distillguard.detect import scoring, skeletons
 from distillguard.detect.evidence import Verdict
 from distillguard.detect.signals.base import Signal, signals
 from distillguard.exchange import Exchange, rows_to_batch, to_row
@@ -103,29 +102,25 @@ class OnlineScorer:
         return st.verdict
 
     def _compute(self, account_id: str, st: _AccountState) -> Verdict:
+        from distillguard.detect.pipeline import score_accounts
+
         eng = self._engine
         eng.register_arrow("exchanges", rows_to_batch(list(st.rows)))
         tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
-        table = features.compute(eng, self._sigs)
-        cols: dict[str, np.ndarray] = {}
-        for name in table.column_names:
-            col = table.column(name)
-            if name == "account_id" or col.type in (pa.string(), pa.large_string()):
-                cols[name] = np.asarray(col.to_pylist(), dtype=object)
-            else:
-                cols[name] = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
-        cols.update(skeletons.account_columns(tpl, cols["account_id"]))
         peer, peer_tok = self._peers()
-        cols["peer_per_day"] = np.array([peer])
-        cols["peer_tok_per_day"] = np.array([peer_tok])
-        findings = [f for s in self._sigs for f in s.evaluate(cols)]
-        score, contrib = scoring.combine(findings, self.cfg.scoring)
-        s = float(score[0])
+        sc = score_accounts(
+            eng,
+            self._sigs,
+            self.cfg,
+            tpl,
+            {"peer_per_day": np.array([peer]), "peer_tok_per_day": np.array([peer_tok])},
+        )
+        s = float(sc.score[0])
         return Verdict(
             account_id=account_id,
             score=s,
             level=scoring.level_of(s, self.cfg.scoring),
-            evidence=scoring.evidence_for(0, findings, contrib, self.cfg.scan.examples),
+            evidence=scoring.evidence_for(0, sc.findings, sc.contrib, self.cfg.scan.examples),
         )
 
     def close(self) -> None:

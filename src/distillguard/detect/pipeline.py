@@ -63,7 +63,7 @@ def _columns(t: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def _score(
+def score_accounts(
     engine: Engine,
     sigs: list[Signal],
     cfg: Config,
@@ -71,14 +71,31 @@ def _score(
     extra: dict[str, Any],
     source: str = "exchanges",
 ) -> Scored:
+    """Features, findings and scores for every account of `source` (extra columns merged in first)."""
     table = features.compute(engine, sigs, source)
     cols = _columns(table)
     ids = cols["account_id"]
     cols.update(skeletons.account_columns(tpl, ids))
+    for sig in sigs:
+        if sig.extra_sql:
+            cols.update(_aligned(engine.query(sig.extra_sql.replace("{source}", source)), ids))
     cols.update(extra)
     findings = [f for s in sigs for f in s.evaluate(cols)]
     score, contrib = scoring.combine(findings, cfg.scoring)
     return Scored(ids=ids, cols=cols, findings=findings, score=score, contrib=contrib)
+
+
+def _aligned(t: pa.Table, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a per-account table, aligned to `ids` (NaN where an account has no row)."""
+    pos = {a: i for i, a in enumerate(t.column("account_id").to_pylist())}
+    at = np.array([pos.get(a, -1) for a in ids], dtype=np.int64)
+    out = {}
+    for name in t.column_names:
+        if name == "account_id":
+            continue
+        v = np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+        out[name] = np.where(at >= 0, v[np.maximum(at, 0)] if len(v) else np.nan, np.nan)
+    return out
 
 
 def _campaign_source_sql(names: list[str]) -> str:
@@ -103,12 +120,21 @@ def score_exchanges(
 
     t0 = time.perf_counter()
     say("computing account features")
-    acc = _score(engine, sigs, cfg, tpl, {})
+    acc = score_accounts(engine, sigs, cfg, tpl, {})
     tm["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("linking accounts into campaigns")
-    camp = link(engine, acc.ids, tpl, cfg.scan.campaign_max_key_accounts, cfg.scan.campaign_min_link_types)
+    topics = np.stack([v for k, v in sorted(acc.cols.items()) if k.startswith("topic_")], axis=1)
+    camp = link(
+        engine,
+        acc.ids,
+        tpl,
+        cfg.scan.campaign_max_key_accounts,
+        cfg.scan.campaign_min_link_types,
+        topics=topics,
+        volume=acc.cols["n_exchanges"],
+    )
     tm["campaigns"] = time.perf_counter() - t0
 
     final = acc.score.copy()
@@ -136,7 +162,7 @@ def score_exchanges(
             "peer_per_day": np.full(len(camp.ids), float(np.median(per_day))),
             "peer_tok_per_day": np.full(len(camp.ids), float(np.median(tok_day))),
         }
-        camp_scored = _score(engine, sigs, cfg, ctpl, peer, src)
+        camp_scored = score_accounts(engine, sigs, cfg, ctpl, peer, src)
         # Features come back sorted by id; align them with camp.ids.
         pos = {cid: i for i, cid in enumerate(camp_scored.ids)}
         align = np.array([pos[c] for c in camp.ids])

@@ -18,9 +18,11 @@ import pyarrow.compute as pc
 from distillguard.detect import minhash
 from distillguard.store.engine import Engine
 
-# Variable slots: numbers, URLs, e-mail addresses, quoted spans, then whitespace runs.
+# The head and tail of a long prompt (templates show there), the whole of a short one; then variable
+# slots masked: numbers, URLs, e-mail addresses, quoted spans, and whitespace runs collapsed.
 SKELETON_SQL = (
-    "{rxr({rxr({rxr({rxr({rxr(lower(concat(left(coalesce(prompt, ''), 400), ' | ', right(coalesce(prompt, ''), 200))), "
+    "{rxr({rxr({rxr({rxr({rxr(lower(CASE WHEN length(prompt) > 600 "
+    "THEN concat(left(prompt, 400), ' | ', right(prompt, 200)) ELSE coalesce(prompt, '') END), "
     r"'[0-9]+([.,][0-9]+)*', '0')}, 'https?://[^ ]+', 'u')}, '[^ @]+@[^ @]+', 'e')}, "
     r"'\"[^\"]{1,200}\"', 'q')}, '\\s+', ' ')}"
 )
@@ -38,7 +40,7 @@ ranked AS (
 SELECT account_id, skey, skel, cnt FROM ranked WHERE rn <= %(sample)d ORDER BY account_id, skey
 """
 
-MIN_TEMPLATE_CHARS = 40  # shorter skeletons ("hi", "thanks") say nothing about a template
+MIN_TEMPLATE_CHARS = 60  # shorter skeletons ("hi", "thanks") say nothing about a template
 
 
 @dataclass

@@ -38,6 +38,9 @@ class Signal(Protocol):
     row_columns: ClassVar[dict[str, str]]
     # alias -> SQL aggregate over the rows of one account (may use row_columns aliases)
     account_columns: ClassVar[dict[str, str]]
+    # Optional query (over `{source}`) returning `account_id` and more per-account columns, for
+    # aggregates that need their own GROUP BY (e.g. per-day counts); merged by account id.
+    extra_sql: ClassVar[str | None]
 
     def evaluate(self, cols: Columns) -> list[Finding]: ...
 

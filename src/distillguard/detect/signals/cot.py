@@ -31,6 +31,7 @@ class ChainOfThought:
         "reasoning_high": "CASE WHEN lower(reasoning_effort) IN ('high', 'xhigh', 'max') THEN 1 ELSE 0 END",
         "has_reasoning": "CASE WHEN coalesce(reasoning_tokens, 0) > 0 OR reasoning_text IS NOT NULL THEN 1 ELSE 0 END",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         "cot_n": "sum(cot)",
         "cot_ex": "min(CASE WHEN cot = 1 THEN exchange_id END)",

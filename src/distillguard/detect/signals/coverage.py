@@ -38,6 +38,7 @@ class Coverage:
         + " ".join(f"WHEN {{rx(ptxt, {sql_str('(?i)' + pat)})}} THEN '{k}'" for k, pat in TOPICS.items())
         + " ELSE 'other' END",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         **{f"topic_{k}": f"sum(CASE WHEN topic = '{k}' THEN 1 ELSE 0 END)" for k in [*TOPICS, "other"]},
         "distinct_prompts": "count(DISTINCT pkey)",

@@ -61,6 +61,7 @@ class Fingerprints:
         f"fp_{k}": f"CASE WHEN {{rx(txt, {sql_str('(?i)' + pat)})}} THEN 1 ELSE 0 END"
         for k, pat in FINGERPRINTS.items()
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         **{f"fp_{k}_n": f"sum(fp_{k})" for k in FINGERPRINTS},
         **{f"fp_{k}_ex": f"min(CASE WHEN fp_{k} = 1 THEN exchange_id END)" for k in FINGERPRINTS},

@@ -21,6 +21,7 @@ class OpenLoop:
         "single_turn": "CASE WHEN coalesce(user_turns, 0) <= 1 THEN 1 ELSE 0 END",
         "closed_loop": f"CASE WHEN coalesce(history_overlap, 0) >= {CLOSED_LOOP_OVERLAP} THEN 1 ELSE 0 END",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         "single_turn_n": "sum(single_turn)",
         "closed_loop_n": "sum(closed_loop)",

@@ -27,6 +27,7 @@ class ReleaseReaction:
         "rel_on_new": f"CASE WHEN model_first_t >= log_start_t + {NEW_AFTER_H * 3600} AND t < model_first_t + {WINDOW_H * 3600} "
         "THEN 1 ELSE 0 END",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         "rel_window_n": "sum(rel_window)",
         "rel_on_new_n": "sum(rel_on_new)",

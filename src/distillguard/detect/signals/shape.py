@@ -24,6 +24,7 @@ class RequestShape:
         "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS VARCHAR)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         "mt_max": "max(mt)",
         "mt_min": "min(mt)",

@@ -19,6 +19,7 @@ from distillguard.detect.signals.base import Columns, Finding, ramp, register, s
 class Skeleton:
     name: ClassVar[str] = "skeleton"
     row_columns: ClassVar[dict[str, str]] = {}
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {}
 
     def evaluate(self, cols: Columns) -> list[Finding]:

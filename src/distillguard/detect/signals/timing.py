@@ -20,6 +20,7 @@ class Timing:
         "gap": "t - lag(t) OVER (PARTITION BY account_id ORDER BY t)",
         "hr": "{hour(ts)}",
     }
+    extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         "gap_mean": "avg(gap)",
         "gap_sd": "stddev_samp(gap)",
