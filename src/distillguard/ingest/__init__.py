@@ -1,6 +1,7 @@
 """Log adapters: one module per source format, each registered by name (see `base.register`)."""
 
-from distillguard.ingest import native  # noqa: F401  (registers)
+# Importing registers. `native` comes first: detection asks the adapters in this order.
+from distillguard.ingest import litellm, native, openai_batch, otel  # noqa: F401
 from distillguard.ingest.base import (
     Adapter,
     IngestError,

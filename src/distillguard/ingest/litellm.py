@@ -24,7 +24,7 @@ Field mapping (SpendLogs column -> Exchange):
                                   account_id, first non-empty in that order (attribute account_source
                                   names the column). `api_key` comes last so that proxies using bare
                                   virtual keys still get an account per key.
-  organization_id, metadata.user_api_key_org_id, team_id
+  organization_id, metadata.user_api_key_org_id, team_id, metadata.user_api_key_team_id
                                   org_id, first non-empty
   api_key                         api_key_id (LiteLLM stores the hashed token, never the key)
   end_user (else the request's `user`)
@@ -58,10 +58,10 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, ClassVar, cast
+from typing import IO, Any, BinaryIO, ClassVar, cast
 
 import orjson
 
@@ -71,7 +71,7 @@ from distillguard.ingest.openai_batch import MapError, request_fields, response_
 __all__ = ["LiteLLMSpendLogs", "iter_csv_rows", "iter_json_array", "map_row"]
 
 _JSON_COLUMNS = ("metadata", "messages", "response", "proxy_server_request", "request_tags")
-_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by errors="surrogateescape"
+_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by errors="surrogateescape" (CSV)
 _CSV_FIELD_LIMIT = 1 << 30
 _CHUNK = 1 << 20
 MAX_ELEMENT = 256 << 20  # largest JSON-array element read (the buffer never holds more than about this)
@@ -216,11 +216,16 @@ def _user_agent(meta: dict[str, Any]) -> str | None:
 def _status(row: dict[str, Any], meta: dict[str, Any]) -> tuple[int, str | None]:
     info = meta.get("error_information")
     info = info if isinstance(info, dict) else {}
-    failed = str(row.get("status") or "").lower() in ("failure", "failed", "error") or bool(info)
+    status_col = str(row.get("status") or "").strip().lower()
+    if status_col:
+        failed = status_col in ("failure", "failed", "error")
+    else:  # older rows have no status column: an error record in the metadata says it failed
+        failed = any(info.get(k) for k in ("error_code", "error_class", "error_message"))
     if not failed:
         return 200, None
     code = info.get("error_code")
-    status = int(code) if str(code).isdigit() and 100 <= int(code) <= 599 else 500
+    digits = str(code) if code is not None else ""
+    status = int(digits) if digits.isdigit() and 100 <= int(digits) <= 599 else 500
     error = info.get("error_class") or code or info.get("error_message") or "failure"
     return status, str(error)[:500]
 
@@ -279,7 +284,10 @@ def map_row(row: Any) -> dict[str, Any]:
         ("api_key", row.get("api_key")),
     )
     if acct is None:
-        raise MapError("account: user, metadata.user_api_key_user_id, team_id and api_key are all empty")
+        raise MapError(
+            "account: user, metadata.user_api_key_user_id, team_id, metadata.user_api_key_team_id "
+            "and api_key are all empty"
+        )
     attrs["account_source"], data["account_id"] = acct
     org = _first(
         ("", row.get("organization_id")),
@@ -340,17 +348,15 @@ class _ArrayReader:
         self.pos = 0  # next unread character of buf
         self.line = 1  # file line of buf[pos]
         self.eof = False
-        self.want = _CHUNK
 
     def more(self) -> bool:
-        """Read more text (growing the read size so that a huge element is parsed a few times only)."""
+        """Read more text: as much again as the pending element, so a huge one is re-parsed a few times only."""
         if self.eof:
             return False
         if self.pos > len(self.buf) // 2:  # drop the consumed prefix only now and then: copies stay linear
             self.buf = self.buf[self.pos :]
             self.pos = 0
-        b = self.f.read(self.want)
-        self.want = min(self.want * 2, 64 << 20)
+        b = self.f.read(max(_CHUNK, min(len(self.buf) - self.pos, 64 << 20)))
         if not b:
             self.eof = True
             self.buf += self.dec.decode(b"", final=True)
@@ -401,25 +407,25 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any, bytes | None, str | 
             if c == "]":
                 return
             if expect_comma:
+                expect_comma = False
                 if c != ",":
-                    yield from _corrupt(r, index + 1, f"expected ',' or ']' after element {index}")
-                    if r.eof and r.pos >= len(r.buf):
+                    if not (yield from _corrupt(r, f"expected ',' or ']' after element {index}")):
                         return
-                    expect_comma = False
                     continue
                 r.advance(r.pos + 1)
                 if r.skip_ws() == "":
                     continue  # reported as truncated at the top of the loop
             index += 1
-            start, line = r.pos, r.line
+            line = r.line
+            msg = None
             while True:
                 try:
-                    obj, end = decoder.raw_decode(r.buf, r.pos)
+                    # The C decoder finds where the element ends; more text is read while it may be cut off.
+                    _, end = decoder.raw_decode(r.buf, r.pos)
                     break
                 except json.JSONDecodeError as e:
                     maybe_cut = e.msg.startswith("Unterminated string") or e.pos >= len(r.buf) - _NEAR_END
                     if maybe_cut and len(r.buf) - r.pos <= MAX_ELEMENT and r.more():
-                        start = r.pos  # more() may have shifted the buffer
                         continue
                     if len(r.buf) - r.pos > MAX_ELEMENT:
                         msg = f"element {index} is larger than {MAX_ELEMENT >> 20} MiB"
@@ -427,37 +433,43 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any, bytes | None, str | 
                         msg = f"truncated JSON array: element {index} is cut off ({e.msg})"
                     else:
                         msg = f"invalid JSON in element {index}: {e.msg}"
-                    obj = None
                     break
-            if obj is None:
-                yield from _corrupt(r, index, msg)
-                expect_comma = False
+            if msg is not None:
+                if not (yield from _corrupt(r, msg)):
+                    return
                 continue
             expect_comma = True
-            if _SURROGATE.search(r.buf, start, end):
-                raw = r.buf[start:end].encode("utf-8", "surrogateescape")
-                r.advance(end)
-                yield line, None, raw, f"element {index} is not valid UTF-8"
-                continue
+            text = r.buf[r.pos : end]
             r.advance(end)
+            try:
+                # Parsed again by orjson: the same strictness as JSONL (no lone surrogates, valid UTF-8).
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as e:
+                reason = "not valid UTF-8" if "utf-8" in str(e).lower() else f"invalid JSON: {e}"
+                yield line, None, text.encode("utf-8", "surrogateescape"), f"element {index}: {reason}"
+                continue
             if not isinstance(obj, dict):
                 yield (
                     line,
                     None,
-                    orjson.dumps(obj),
+                    text.encode(),
                     f"element {index}: expected an object, got {type(obj).__name__}",
                 )
                 continue
             yield line, obj, None, None
 
 
-def _corrupt(r: _ArrayReader, index: int, msg: str) -> Iterator[tuple[int, Any, bytes | None, str | None]]:
-    """Report a bad element, then resume at the next line that starts an element at the same indentation."""
+def _corrupt(r: _ArrayReader, msg: str) -> Generator[tuple[int, Any, bytes | None, str | None], None, bool]:
+    """Report a bad element, then resume at the next line that starts an element at the same indentation.
+
+    Returns False when there is no such line (the rest of the file is then consumed and reported).
+    """
     line = r.line
     nl = r.buf.rfind("\n", 0, r.pos)
-    indent = r.buf[nl + 1 : r.pos]
-    if indent.strip(" \t"):
-        indent = None  # the element does not start its line: a single-line array, nothing to resync on
+    prefix = r.buf[nl + 1 : r.pos]
+    # Elements that start their own line (pretty printed, or one per line) can be found again; the first
+    # element may share its line with the opening bracket.
+    indent = prefix.replace("[", "") if not prefix.strip(" \t[") else None
     nxt = -1
     if indent is not None:
         marker = "\n" + indent + "{"
@@ -468,11 +480,12 @@ def _corrupt(r: _ArrayReader, index: int, msg: str) -> Iterator[tuple[int, Any, 
     if nxt < 0:
         yield line, None, raw, f"{msg}; the rest of the array cannot be recovered"
         r.advance(len(r.buf))
-        while r.more():  # drain, so that the caller sees the end of the file
+        while r.more():  # consume (not keep) the rest, so that line counts stay right
             r.advance(len(r.buf))
-        return
+        return False
     yield line, None, raw, msg
     r.advance(nxt + 1 + len(indent or ""))
+    return True
 
 
 # -- CSV ------------------------------------------------------------------------------------------------------------
@@ -483,8 +496,8 @@ def iter_csv_rows(path: Path) -> Iterator[tuple[int, Any, bytes | None, str | No
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with open_bytes(path) as fb:
         text = io.TextIOWrapper(
-            cast(IO[bytes], fb), encoding="utf-8-sig", errors="surrogateescape", newline=""
-        )  # type: ignore[type-var]
+            cast(BinaryIO, fb), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
         reader = csv.reader(text)
         try:
             header = next(reader)
