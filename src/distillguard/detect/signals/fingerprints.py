@@ -28,6 +28,8 @@ FINGERPRINTS: dict[str, str] = {
         r"prompt (rewriter|creator)|#\s?(given|created|rewritten) prompt\s?#"
         r"|rewrite (a|the) given prompt into a more (complex|difficult)"
         r"|(more complex|harder|more difficult) version[^\n]{0,60}(prompt|instruction)"
+        r"|increase the (difficulty|complexity) of the (given|following) (\w+ ){0,2}(question|prompt|problem|instruction)"
+        r"|(add|introduce) (\w+ )?(more )?(constraints|requirements|reasoning steps) (to|into) the (given )?(prompt|question|instruction)"
     ),
     "orca_system": (
         r"think step[- ]by[- ]step and justify"
@@ -44,6 +46,10 @@ FINGERPRINTS: dict[str, str] = {
         r"|(do not|don't|never|without) (summari[sz]e|summari[sz]ing|skip|skipping|omit|omitting|hide|hiding|abbreviat\w*|condens\w*)"
         r"\s+(any\s+)?(of\s+)?(your\s+)?(\w+\s+)?(reasoning|thinking|thoughts|steps|deliberation)"
         r"|(verbatim|unabridged|unfiltered|raw|complete|full|entire) (internal )?(reasoning|chain[- ]of[- ]thought|thinking|thought process|scratch ?pad)"
+        r"|(hidden|internal|private) (scratch ?pad|monologue|deliberation)"
+        r"|(every|each|all) (of your )?intermediate (thoughts?|reasoning|steps)"
+        r"|exactly as you (thought|reasoned|deliberated)"
+        r"|(inside|in|within|between) <(think|thinking|reasoning|thoughts)> tags"
     ),
     "rubric_judge": (
         r"act as an? (impartial|fair|strict|expert) (judge|grader|evaluator)"
