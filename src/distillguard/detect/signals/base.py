@@ -70,6 +70,11 @@ def support(n: np.ndarray, full: float = 20.0) -> np.ndarray:
     return np.clip(np.asarray(n, dtype=np.float64) / full, 0.0, 1.0)
 
 
+def example_ids(col: np.ndarray) -> np.ndarray:
+    """Per-account lists of example exchange ids from an aggregate such as min(CASE WHEN ... END)."""
+    return np.array([[e] if isinstance(e, str) else [] for e in col], dtype=object)
+
+
 def safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
-
-from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+from distillguard.detect.signals.base import Columns, Finding, example_ids, ramp, register, safe_div, support
 from distillguard.store.engine import sql_str
 
 COT_PATTERN = (
@@ -43,7 +41,7 @@ class ChainOfThought:
         n = cols["n_exchanges"]
         cot = safe_div(cols["cot_n"], n)
         high = safe_div(cols["reasoning_high_n"], n)
-        ex = np.array([[e] if isinstance(e, str) else [] for e in cols["cot_ex"]], dtype=object)
+        ex = example_ids(cols["cot_ex"])
         return [
             Finding(
                 "cot.elicitation",

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
-
-from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+from distillguard.detect.signals.base import Columns, Finding, example_ids, ramp, register, safe_div, support
 from distillguard.store.engine import sql_str
 
 # name -> pattern (weights live with the other weights, in detect.scoring)
@@ -81,7 +79,7 @@ class Fingerprints:
             share = safe_div(hits, n)
             # A few hits in a big account are noise; a recipe shows up as a share of the traffic.
             strength = ramp(share, 0.02, 0.25) * support(hits, 8)
-            ex = np.array([[e] if isinstance(e, str) else [] for e in cols[f"fp_{k}_ex"]], dtype=object)
+            ex = example_ids(cols[f"fp_{k}_ex"])
             out.append(
                 Finding(
                     name=f"fingerprint.{k}",

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div, support
+from distillguard.detect.signals.base import Columns, Finding, example_ids, ramp, register, safe_div, support
 
 HIGH_MAX_TOKENS = 2000  # below this a fixed max_tokens is an ordinary app setting, not "give me everything"
 
@@ -51,7 +51,7 @@ class RequestShape:
         resampled = np.where(sampled_n > 0, resampled, 0.0)
         temps_per_prompt = safe_div(cols["temp_keys"], cols["temp_prompts"])
         lp = safe_div(cols["lp_n"], n)
-        ex = np.array([[e] if isinstance(e, str) else [] for e in cols["multi_n_ex"]], dtype=object)
+        ex = example_ids(cols["multi_n_ex"])
         return [
             Finding(
                 "shape.max_tokens",
