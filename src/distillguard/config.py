@@ -21,11 +21,12 @@ class ScoringConfig(BaseModel):
     weights: dict[str, float] = Field(
         default_factory=lambda: {
             # recipe evidence ("hard"): generator fingerprints and sampling tricks
-            "fingerprint.self_instruct": 4.5,
-            "fingerprint.evol_instruct": 4.5,
-            "fingerprint.trace_coercion": 4.5,
-            "fingerprint.orca_system": 3.5,
-            "fingerprint.rubric_judge": 1.5,
+            # a recipe in a quarter of the traffic is "suspect" on its own (-6 + 6.5 = 0.5 log-odds)
+            "fingerprint.self_instruct": 6.5,
+            "fingerprint.evol_instruct": 6.5,
+            "fingerprint.trace_coercion": 6.5,
+            "fingerprint.orca_system": 5.0,
+            "fingerprint.rubric_judge": 1.0,
             "shape.multi_sample": 3.0,
             "shape.temperature_sweep": 2.0,
             "release.fast_adoption": 3.0,
@@ -46,6 +47,8 @@ class ScoringConfig(BaseModel):
             # mitigating evidence (negative)
             "open_loop.follow_ups": -3.0,
             "skeleton.narrow_templates": -1.0,
+            "shape.model_comparison": -2.0,
+            "timing.single_session": -1.5,
         }
     )
     hard: list[str] = Field(

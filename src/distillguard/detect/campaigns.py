@@ -3,19 +3,22 @@
 Accounts are linked through kinds of shared evidence, each a bipartite account x key relation:
   ip          the same client IP (keys used by at most `max_key_accounts` accounts: big NATs excluded)
   subnet_ua   the same IPv4 /24 with the same (non-empty) user agent
-  template    overlapping prompt-template mixes: the Bhattacharyya coefficient of the two accounts'
-              distributions over template clusters (MinHash-LSH of masked skeletons) is at least
-              `TEMPLATE_OVERLAP`, so one popular prompt in common is not a link, a shared template is
-  system      the same system prompt (40+ characters)
   asn_ua      the same ASN with the same (non-empty) user agent
-  payment / device  the same payment or device fingerprint
+  device      the same device or TLS fingerprint, when at most `RARE_KEY_ACCOUNTS` accounts share it
+              (common client fingerprints are shared by whole populations)
+  template    mostly the same templates: the Bhattacharyya coefficient of the two accounts'
+              distributions over template clusters (MinHash-LSH of masked skeletons) is at least
+              `TEMPLATE_OVERLAP`, so popular phrases in common are not a link, a shared job is
+  system      the same system prompt (40+ characters)
+  payment     the same payment fingerprint, shared by at most `RARE_KEY_ACCOUNTS` accounts
   synchrony   activity in the same 10-minute buckets (cosine of bucket counts >= SYNC_MIN)
   topics      the same topic mix (cosine of topic counts >= TOPIC_MIN)
-Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua), content (template,
-system), identity (payment, device; strong, counts twice), timing (synchrony) and topics (half a link).
-Timing and topics only corroborate: they are computed for pairs already linked by another group. Two accounts are linked when the groups they
-share add up to at least `min_link_types`, so two kinds of one group (a shared IP implies a shared
-/24) never link on their own. Campaigns are the connected components with two or more accounts.
+Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua, device), content
+(template, system), identity (payment; counts twice), timing (synchrony) and topics (half a link).
+Two accounts are linked when the groups they share add up to `min_link_types` *and* include
+infrastructure (network or identity): customers of the same SaaS vendor share content and timing but
+not machines, and an operation shares machines. Timing and topics are computed only for pairs that
+already share something else. Campaigns are the connected components with two or more accounts.
 """
 
 from __future__ import annotations
@@ -61,20 +64,21 @@ SYNC_MIN = 0.6
 TOPIC_MIN = 0.95
 BEHAVIOUR_MIN_EXCHANGES = 20  # fewer exchanges make timing and topic mixes coincide by chance
 
+RARE_KEY_ACCOUNTS = 20
 KIND_GROUP = {
     "ip": "network",
     "subnet_ua": "network",
     "asn_ua": "network",
+    "device": "network",
     "template": "content",
     "system": "content",
     "payment": "identity",
-    "device": "identity",
     "synchrony": "timing",
     "topics": "topics",
 }
 # A topic mix is shared by whole populations of ordinary users, so it only ever adds half a link.
 GROUP_WEIGHT = {"network": 1.0, "content": 1.0, "identity": 2.0, "timing": 1.0, "topics": 0.5}
-TEMPLATE_OVERLAP = 0.25
+TEMPLATE_OVERLAP = 0.5
 
 
 @dataclass
@@ -202,7 +206,8 @@ def link(
             shared = _template_links(tpl, idx, n, max_key_accounts * 10)
         else:
             sel = (kinds == kind) & (acc >= 0)
-            m = _relation(acc[sel], keys[sel], n, max_key_accounts)
+            cap = RARE_KEY_ACCOUNTS if kind in ("device", "payment") else max_key_accounts
+            m = _relation(acc[sel], keys[sel], n, cap)
             shared = None if m is None else (m @ m.T).tocsr()
         if shared is None:
             continue
@@ -224,7 +229,13 @@ def link(
     vol = volume if volume is not None else np.full(n, BEHAVIOUR_MIN_EXCHANGES, dtype=np.float64)
     per_kind.update(_behaviour_links(engine, idx, n, group_score(), topics, vol))
     score = group_score()
-    strong = score.copy()
+    infra = [m for k, m in per_kind.items() if KIND_GROUP[k] in ("network", "identity")]
+    if infra:
+        has_infra = sum(infra[1:], infra[0]).tocsr()
+        has_infra.data[:] = 1
+        strong = score.multiply(has_infra).tocsr()
+    else:
+        strong = csr_matrix((n, n))
     strong.data = (strong.data >= min_link_types).astype(np.int8)
     strong.eliminate_zeros()
     _, comp = connected_components(strong, directed=False)

@@ -5,7 +5,7 @@ every shingle is hashed once, its top bits pick one of `K` bins and the bin keep
 sketch costs one hash per word instead of K. Empty bins are filled by rotation (Shrivastava & Li 2014) so that
 equal-bin rate estimates Jaccard similarity. LSH bands the sketch (`BANDS` x `ROWS`); candidate pairs
 are verified on the full sketch before they link, and a bucket links each member to its first member
-only, so a huge bucket costs O(n), not O(n^2).
+only, so a huge bucket costs O(n), not O(n^2); clusters form around leaders (see `cluster`).
 
 `key` makes the sketch keyed (a secret salt mixed into every shingle hash): intel sharing uses it so a
 sketch cannot be matched against guessed prompts without the consortium key.
@@ -17,8 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 K = 64
 BANDS = 16
@@ -125,26 +123,34 @@ def band_keys(sk: np.ndarray) -> np.ndarray:
     return acc ^ np.arange(BANDS, dtype=np.uint64)[None, :] * _M1  # keys of different bands never collide
 
 
-def cluster(sk: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Cluster ids (0..) linking sketches whose estimated Jaccard similarity is at least `threshold`."""
+def cluster(sk: np.ndarray, threshold: float = 0.5, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Template ids (0..): sketches whose estimated Jaccard similarity with a leader is >= `threshold`.
+
+    Leader clustering, not single linkage: each sketch joins the lowest-numbered verified neighbour
+    that LSH proposes, then that neighbour's leader (two hops at most). Single linkage would chain
+    short, loosely similar prompts into one giant "template" spanning unrelated accounts. Sketches not
+    `eligible` (for example too short to carry a template) stay alone.
+    """
     n = sk.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    keys = band_keys(sk).ravel()
-    idx = np.repeat(np.arange(n), BANDS)
-    order = np.argsort(keys, kind="stable")
+    rows = np.arange(n) if eligible is None else np.flatnonzero(eligible)
+    keys = band_keys(sk[rows]).ravel()
+    idx = np.repeat(rows, BANDS)
+    order = np.argsort(keys, kind="stable")  # stable: within a bucket, ids stay ascending
     ks, ids = keys[order], idx[order]
     first = np.r_[True, ks[1:] != ks[:-1]]
     head = ids[np.maximum.accumulate(np.where(first, np.arange(len(ks)), 0))]
     cand = ids != head
-    a, b = head[cand], ids[cand]
+    a, b = head[cand], ids[cand]  # a < b: the bucket's lowest id leads it
+    lead = np.arange(n)
     if len(a):
         # Pairs found in several bands are verified more than once: cheaper than deduplicating them.
         keep = np.zeros(len(a), dtype=bool)
         for lo in range(0, len(a), 1 << 18):  # bounded temporaries
             hi = lo + (1 << 18)
             keep[lo:hi] = similarity(sk[a[lo:hi]], sk[b[lo:hi]]) >= threshold
-        a, b = a[keep], b[keep]
-    g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-    _, labels = connected_components(g, directed=False)
+        np.minimum.at(lead, b[keep], a[keep])
+        lead = lead[lead]
+    _, labels = np.unique(lead, return_inverse=True)
     return labels.astype(np.int64)

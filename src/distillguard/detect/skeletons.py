@@ -60,12 +60,13 @@ def templates(
     t = engine.query(SAMPLE_SQL % {"skel": SKELETON_SQL, "sample": int(sample), "source": source})
     skel = t.column("skel").combine_chunks()
     sk = minhash.sketch(skel)
-    clusters = minhash.cluster(sk, threshold)
+    length = np.asarray(pc.utf8_length(skel).to_numpy(zero_copy_only=False), dtype=np.int64)
+    clusters = minhash.cluster(sk, threshold, eligible=length >= MIN_TEMPLATE_CHARS)
     return Templates(
         account_id=np.asarray(t.column("account_id").to_pylist(), dtype=object),
         cluster=clusters,
         cnt=np.asarray(t.column("cnt").to_numpy(zero_copy_only=False), dtype=np.float64),
-        length=np.asarray(pc.utf8_length(skel).to_numpy(zero_copy_only=False), dtype=np.int64),
+        length=length,
         skel=skel,
     )
 

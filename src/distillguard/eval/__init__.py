@@ -1,8 +1,9 @@
 """Evaluation of a scan against labels: how well accounts and campaigns were found.
 
 Labels are a CSV with `account_id,label,campaign_id,strategy` (what `simulate` writes); `label` is
-`attack` or `benign`. Accounts missing from the scan are scored 0 (they were never seen, so never
-flagged); labelled accounts are the population, so a scan of a different log is an error.
+`attack` or `benign`. The population is the labelled accounts that have traffic in the scanned log;
+labelled accounts with no exchange are counted apart (`labelled_but_absent_*`), and a scan whose
+accounts are mostly unlabelled is an error (wrong labels file).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def evaluate(
         raise ValueError(f"{len(unknown)} scanned accounts are not in {labels_path}: wrong labels file?")
     idx = np.array([pos.get(a, -1) for a in lab.account_id])
     seen = idx >= 0
+    # Accounts with no exchange in the log are not part of the traffic: nothing could flag them.
+    absent = {"attack": int((~seen & lab.attack).sum()), "benign": int((~seen & ~lab.attack).sum())}
+    lab = Labels(lab.account_id[seen], lab.attack[seen], lab.campaign[seen], lab.strategy[seen])
+    idx = idx[seen]
+    seen = idx >= 0
     score = np.where(seen, np.array(acc["score"])[np.maximum(idx, 0)], 0.0)
     verdict = np.array([acc["verdict"][i] if i >= 0 else "ok" for i in idx], dtype=object)
     pred_c = np.array([(acc["campaign_id"][i] or "") if i >= 0 else "" for i in idx], dtype=object)
@@ -94,6 +100,8 @@ def evaluate(
         "attack_accounts": int(y.sum()),
         "benign_accounts": int((~y).sum()),
         "roc_auc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan"),
+        "labelled_but_absent_attack": absent["attack"],
+        "labelled_but_absent_benign": absent["benign"],
     }
     for f in FPRS:
         tpr, thr = tpr_at_fpr(score, y, f)

@@ -78,14 +78,14 @@ class Fingerprints:
             hits = cols[f"fp_{k}_n"]
             share = safe_div(hits, n)
             # A few hits in a big account are noise; a recipe shows up as a share of the traffic.
-            strength = ramp(share, 0.02, 0.25) * support(hits, 8)
+            strength = ramp(share, 0.01, 0.10) * support(hits, 8)
             ex = example_ids(cols[f"fp_{k}_ex"])
             out.append(
                 Finding(
                     name=f"fingerprint.{k}",
                     value=share,
                     strength=strength,
-                    threshold=0.25,
+                    threshold=0.10,
                     describe="{value:.1%} of exchanges match the "
                     + k.replace("_", "-")
                     + " generator fingerprint",

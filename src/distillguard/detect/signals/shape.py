@@ -1,5 +1,6 @@
 """Request shape: what a harvester asks for per call. Always-maximal output tokens, n>1, the same prompt
-sampled many times at non-zero temperature, temperature sweeps, log-probabilities."""
+sampled many times at non-zero temperature, temperature sweeps, log-probabilities; and, mitigating,
+the same prompts put to several models, which is what evaluation harnesses do."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ class RequestShape:
         "lp": "CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END",
         "sampled": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN 1 ELSE 0 END",
         "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(pkey, model) END",
-        "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS VARCHAR)) END",
+        "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
+        "pm_key": "concat(pkey, '|', model)",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
@@ -37,6 +39,7 @@ class RequestShape:
         "temp_prompts": "count(DISTINCT CASE WHEN temperature IS NOT NULL THEN pkey END)",
         "out_tokens_avg": "avg(out_tokens)",
         "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
+        "prompt_models": "count(DISTINCT pm_key)",
     }
 
     def evaluate(self, cols: Columns) -> list[Finding]:
@@ -52,6 +55,11 @@ class RequestShape:
         temps_per_prompt = safe_div(cols["temp_keys"], cols["temp_prompts"])
         lp = safe_div(cols["lp_n"], n)
         ex = example_ids(cols["multi_n_ex"])
+        distinct = np.asarray(cols["distinct_prompts"], dtype=np.float64)
+        # Extra (prompt, model) pairs per distinct prompt: the same questions put to several models.
+        compared = np.clip(
+            safe_div(np.asarray(cols["prompt_models"], dtype=np.float64) - distinct, distinct), 0, 1
+        )
         return [
             Finding(
                 "shape.max_tokens",
@@ -74,6 +82,14 @@ class RequestShape:
                 ramp(temps_per_prompt, 1.5, 3.0) * support(cols["temp_keys"], 20),
                 3.0,
                 "each prompt is sent at {value:.1f} temperatures on average",
+            ),
+            Finding(
+                "shape.model_comparison",
+                compared,
+                ramp(compared, 0.1, 0.3) * support(distinct, 50),
+                0.3,
+                "{value:.0%} of its distinct prompts were also put to another model (an evaluation harness)",
+                mitigating=True,
             ),
             Finding(
                 "shape.logprobs",

@@ -1,4 +1,5 @@
-"""Automation timing: inter-arrival regularity, round-the-clock activity.
+"""Automation timing: inter-arrival regularity, round-the-clock activity; and, mitigating, a single
+short session (a batch or evaluation run).
 
 People are bursty (inter-arrival coefficient of variation well above 1) and sleep; a scheduler sends at
 a steady rate (CV well below 1) in every hour of the day.
@@ -45,6 +46,16 @@ class Timing:
                 ramp(1.0 - cv, 0.3, 0.75) * support(n, 100),
                 0.25,
                 "inter-arrival coefficient of variation {value:.2f} (people are bursty, above 1)",
+            ),
+            Finding(
+                "timing.single_session",
+                span_h,
+                # Everything in one sitting of at most two hours: a batch or evaluation run, not a
+                # standing harvest. Explains away behavioural evidence only (never a recipe).
+                ramp(-span_h, -2.0, -1.0) * support(n, 50),
+                1.0,
+                "all requests within one {value:.1f} h session",
+                mitigating=True,
             ),
             Finding(
                 "timing.round_the_clock",
