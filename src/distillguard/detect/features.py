@@ -1,8 +1,10 @@
 """Per-account features: one SQL query assembled from every registered signal, run by any engine.
 
-The query has three layers: `b` projects the stored exchange columns and a few shared row values
-(the lower-cased text the patterns read, the prompt key, epoch seconds, the model's first sighting);
-`r` adds each signal's row columns; the outer SELECT groups by account with each signal's aggregates.
+The query has four layers: `b` projects the stored exchange columns and a few shared row values
+(the lower-cased prompt, the prompt key, epoch seconds, the model's first sighting); `p` adds the text
+the patterns read and each signal's `pre_columns` (cheap pre-filters that row columns may test before
+running costlier expressions); `r` adds each signal's row columns; the outer SELECT groups by account
+with each signal's aggregates.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ BASE_COLUMNS = (
     """
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
     e.logprobs, e.top_logprobs, e.completion_tokens, e.reasoning_effort, e.reasoning_tokens,
-    e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status,
+    e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt,
     {hash(coalesce(e.prompt, ''))} AS pkey,
     m.first_t AS model_first_t,"""
     f"""
-    lower(concat(coalesce(e.system_prompt, ''), ' \n ', {_PROMPT_CUT})) AS txt,
     lower({_PROMPT_CUT}) AS ptxt
 """
 )
+# The text patterns read: system prompt and prompt, lower-cased once (the prompt is lowered in `b`).
+TEXT_COLUMN = "concat(lower(coalesce(system_prompt, '')), ' \n ', ptxt) AS txt"
 
 MODELS_SQL = "SELECT model, min({epoch(ts)}) AS first_t FROM %s GROUP BY model"
 LOG_START_SQL = "SELECT min({epoch(ts)}) AS t0 FROM %s"
@@ -51,6 +54,9 @@ def account_features_sql(
     sigs: Iterable[Signal], log_start_t: float, new_model_t: float | None, source: str = "exchanges"
 ) -> str:
     sigs = list(sigs)
+    pre = "".join(
+        f",\n    {expr} AS {alias}" for s in sigs for alias, expr in getattr(s, "pre_columns", {}).items()
+    )
     row = ",\n    ".join(f"{expr} AS {alias}" for s in sigs for alias, expr in s.row_columns.items())
     agg = ",\n  ".join(f"{expr} AS {alias}" for s in sigs for alias, expr in s.account_columns.items())
     new_t = "CAST(NULL AS DOUBLE)" if new_model_t is None else repr(float(new_model_t))
@@ -61,10 +67,14 @@ WITH b AS (
     {new_t} AS new_model_t
   FROM {source} e LEFT JOIN models m ON e.model = m.model
 ),
+p AS (
+  SELECT *, {TEXT_COLUMN}{pre}
+  FROM b
+),
 r AS (
   SELECT *,
     {row}
-  FROM b
+  FROM p
 )
 SELECT account_id,
   count(*) AS n_exchanges,

@@ -25,7 +25,7 @@ COT_PATTERN = (
 class ChainOfThought:
     name: ClassVar[str] = "cot"
     row_columns: ClassVar[dict[str, str]] = {
-        "cot": f"CASE WHEN {{rx(txt, {sql_str('(?i)' + COT_PATTERN)})}} THEN 1 ELSE 0 END",
+        "cot": f"CASE WHEN {{rx(txt, {sql_str(COT_PATTERN)})}} THEN 1 ELSE 0 END",
         "reasoning_high": "CASE WHEN lower(reasoning_effort) IN ('high', 'xhigh', 'max') THEN 1 ELSE 0 END",
         "has_reasoning": "CASE WHEN coalesce(reasoning_tokens, 0) > 0 OR reasoning_text IS NOT NULL THEN 1 ELSE 0 END",
     }

@@ -2,7 +2,7 @@
 recipes use (Self-Instruct / Alpaca task generation, Evol-Instruct rewriting, Orca-style step-by-step
 system prompts, rubric grading, reasoning-trace coercion).
 
-Each fingerprint is a case-insensitive regular expression over the system prompt and the prompt. The
+Each fingerprint is a regular expression over the lower-cased system prompt and prompt. The
 patterns describe the *recipe* (what the meta-prompt asks for), not one wording, so paraphrases of the
 published prompts still match. Rubric grading is weak on its own: evaluation harnesses grade too.
 """
@@ -61,8 +61,14 @@ FINGERPRINTS: dict[str, str] = {
 @register
 class Fingerprints:
     name: ClassVar[str] = "fingerprint"
+    # One pass with all recipes as alternatives; the separate patterns run only on rows that match it.
+    pre_columns: ClassVar[dict[str, str]] = {
+        "fp_any": "CASE WHEN {rx(txt, "
+        + sql_str("|".join(f"(?:{p})" for p in FINGERPRINTS.values()))
+        + ")} THEN 1 ELSE 0 END"
+    }
     row_columns: ClassVar[dict[str, str]] = {
-        f"fp_{k}": f"CASE WHEN {{rx(txt, {sql_str('(?i)' + pat)})}} THEN 1 ELSE 0 END"
+        f"fp_{k}": f"CASE WHEN fp_any = 1 THEN (CASE WHEN {{rx(txt, {sql_str(pat)})}} THEN 1 ELSE 0 END) ELSE 0 END"
         for k, pat in FINGERPRINTS.items()
     }
     extra_sql: ClassVar[str | None] = None
