@@ -24,7 +24,7 @@ SKELETON_SQL = (
     "{rxr({rxr({rxr({rxr({rxr(lower(CASE WHEN length(prompt) > 600 "
     "THEN concat(left(prompt, 400), ' | ', right(prompt, 200)) ELSE coalesce(prompt, '') END), "
     r"'[0-9]+([.,][0-9]+)*', '0')}, 'https?://[^ ]+', 'u')}, '[^ @]+@[^ @]+', 'e')}, "
-    r"'\"[^\"]{1,200}\"', 'q')}, '\\s+', ' ')}"
+    r"'\"[^\"]{1,200}\"', 'q')}, '\s+', ' ')}"
 )
 
 SAMPLE_SQL = """

@@ -22,15 +22,151 @@ _DUCKDB: dict[str, Macro] = {
     "rxr": lambda col, pat, rep: f"regexp_replace({col}, {pat}, {rep}, 'g')",
     # md5 in both engines, so keys (and the samples drawn by them) are identical across engines.
     "hash": lambda x: f"md5({x})",
-    "epoch": lambda ts: f"epoch({ts})",
+    "epoch": lambda ts: f"(epoch_us({ts}) / 1e6)",
     "hour": lambda ts: f"hour({ts})",
     "day": lambda ts: f"CAST(date_trunc('day', {ts}) AS DATE)",
 }
+
+# -- Spark: the same patterns, spelled so java.util.regex reads them as RE2 does --------------------
+# On the subset the signals use, RE2 (DuckDB) and java.util.regex (Spark) differ in these places, each
+# of which changes whether some real prompt matches, so the Spark macros translate the pattern literal:
+#   \b \B      Java before 19 takes word characters at a boundary to be Unicode letters and digits
+#              (RE2: ASCII [0-9A-Za-z_]), so "用python写" has no \b before "python" on Java 17:
+#              spelled out as lookarounds on \w, which is ASCII in both.
+#   \s \S      Java's \s also matches \x0B (vertical tab), RE2's does not: spelled out.
+#   . $        Java also ends lines at \r, \u0085, \u2028 and \u2029, and its $ matches before a final
+#              line break: (?d) keeps \n the only line break, and $ (outside (?m)) becomes \z.
+#   (?i)       ASCII-only in Java: (?u) folds case over Unicode as RE2 does (s/ſ, k/K).
+#   '          With escaped string literals Spark keeps '' as two quotes: written \x27 instead, so the
+#              rendered literal holds no quote at all (which also keeps `render`'s quote counting right).
+#   [ & {      Java reads [ and && inside a class as union/intersection, and a { that starts no
+#              repetition as an error; RE2 reads them as literals: escaped. [[:alpha:]] -> \p{Alpha}.
+# Only a pattern written as a string literal can be translated; an expression is passed through.
+
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'", re.S)
+_JAVA_WORD_EDGE = r"(?:(?<=\w)(?!\w)|(?<!\w)(?=\w))"
+_JAVA_NOT_WORD_EDGE = r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))"
+_RE2_SPACE = r"\t\n\f\r "
+_REPETITION = re.compile(r"\{\d+(?:,\d*)?\}")
+_MULTILINE_FLAG = re.compile(r"\(\?[a-zA-Z]*m[a-zA-Z-]*[:)]")
+_POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
+_JAVA_POSIX = {
+    "alnum": "Alnum", "alpha": "Alpha", "ascii": "ASCII", "blank": "Blank", "cntrl": "Cntrl",
+    "digit": "Digit", "graph": "Graph", "lower": "Lower", "print": "Print", "punct": "Punct",
+    "space": "Space", "upper": "Upper", "xdigit": "XDigit",
+}  # fmt: skip
+
+
+def _java_literal_char(c: str) -> str:
+    """One character matched literally by a Java pattern (and never a quote)."""
+    if c == "'":
+        return r"\x27"
+    return c if c.isalnum() or c == " " or ord(c) > 127 else "\\" + c
+
+
+def java_regex(pat: str) -> str:
+    """An RE2 pattern (as DuckDB reads it) rewritten for java.util.regex with the same matches."""
+    out = ["(?du)"]
+    multiline = _MULTILINE_FLAG.search(pat) is not None
+    in_class = False
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        if c == "\\" and i + 1 < n:
+            d = pat[i + 1]
+            i += 2
+            if d == "Q":  # \Q...\E: quoted text, re-escaped char by char so a quote can be spelled out
+                end = pat.find("\\E", i)
+                end = n if end < 0 else end
+                out.extend(_java_literal_char(x) for x in pat[i:end])
+                i = end + 2
+            elif d in "bB" and not in_class:
+                out.append(_JAVA_WORD_EDGE if d == "b" else _JAVA_NOT_WORD_EDGE)
+            elif d == "s":
+                out.append(_RE2_SPACE if in_class else f"[{_RE2_SPACE}]")
+            elif d == "S":
+                out.append(f"[^{_RE2_SPACE}]")  # inside a class: a nested class, Java's union
+            else:
+                out.append(c + d)
+            continue
+        if in_class:
+            posix = _POSIX_CLASS.match(pat, i)
+            if posix:
+                neg, name = posix.groups()
+                if name == "word":
+                    out.append(r"\W" if neg else r"\w")
+                else:
+                    out.append(("\\P{" if neg else "\\p{") + _JAVA_POSIX.get(name, name) + "}")
+                i = posix.end()
+                continue
+            if c == "]":
+                in_class = False
+                out.append(c)
+            elif c in "[&":
+                out.append("\\" + c)
+            else:
+                out.append(r"\x27" if c == "'" else c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if pat.startswith("^", i):
+                out.append("^")
+                i += 1
+            if pat.startswith("]", i):  # a leading ] is a literal in RE2
+                out.append("\\]")
+                i += 1
+            continue
+        if c == "$" and not multiline:
+            out.append(r"\z")
+        elif c == "{" and not _REPETITION.match(pat, i):
+            out.append("\\{")
+        elif c == "'":
+            out.append(r"\x27")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def java_replacement(rep: str) -> str:
+    """An RE2 rewrite string (\\1 for a group) as a java.util.regex replacement ($1 for a group)."""
+    out: list[str] = []
+    i = 0
+    while i < len(rep):
+        c = rep[i]
+        if c == "\\" and i + 1 < len(rep):
+            d = rep[i + 1]
+            out.append("$" + d if d.isdigit() else "\\" + d)
+            i += 2
+            continue
+        out.append("\\$" if c == "$" else c)
+        i += 1
+    return "".join(out)
+
+
+def _spark_pattern(pat: str) -> str:
+    if not _SQL_LITERAL.fullmatch(pat):
+        return pat
+    return "'" + java_regex(pat[1:-1].replace("''", "'")) + "'"
+
+
+def _spark_replacement(rep: str) -> str:
+    if not _SQL_LITERAL.fullmatch(rep):
+        return rep
+    parts = java_replacement(rep[1:-1].replace("''", "'")).split("'")
+    if len(parts) == 1:
+        return "'" + parts[0] + "'"
+    return "concat(" + ", chr(39), ".join(f"'{p}'" for p in parts) + ")"
+
+
 _SPARK: dict[str, Macro] = {
-    "rx": lambda col, pat: f"({col} RLIKE {pat})",
-    "rxr": lambda col, pat, rep: f"regexp_replace({col}, {pat}, {rep})",
+    "rx": lambda col, pat: f"({col} RLIKE {_spark_pattern(pat)})",
+    "rxr": lambda col, pat, rep: f"regexp_replace({col}, {_spark_pattern(pat)}, {_spark_replacement(rep)})",
     "hash": lambda x: f"md5({x})",
-    "epoch": lambda ts: f"(CAST({ts} AS DOUBLE))",
+    "epoch": lambda ts: f"(unix_micros({ts}) / 1e6)",
     "hour": lambda ts: f"hour({ts})",
     "day": lambda ts: f"to_date({ts})",
 }
