@@ -98,8 +98,10 @@ def test_every_pipeline_query_renders_in_both_dialects() -> None:
     """No macro is left unexpanded and no literal is left open, whatever the dialect."""
     sigs = [cls() for cls in signals().values()]
     queries = [
-        features.account_features_sql(sigs, 0.0, 3600.0),
-        features.account_features_sql(sigs, 0.0, None, "campaign_exchanges"),
+        features.rows_sql(sigs, 0.0, 3600.0),
+        features.rows_sql(sigs, 0.0, None, "exchanges"),
+        features.aggregate_sql(sigs, "dg_rows"),
+        features.aggregate_sql(sigs, "campaign_rows"),
         features.MODELS_SQL % "exchanges",
         features.LOG_START_SQL % "exchanges",
         skeletons.SAMPLE_SQL % {"skel": skeletons.SKELETON_SQL, "sample": 64, "source": "exchanges"},
@@ -243,7 +245,8 @@ def test_duckdb_runs_the_pipeline_queries_on_an_empty_log(duck: DuckDBEngine) ->
         "models", pa.table({"model": pa.array([], pa.string()), "first_t": pa.array([], pa.float64())})
     )
     sigs = [cls() for cls in signals().values()]
-    assert duck.query(features.account_features_sql(sigs, 0.0, None)).num_rows == 0
+    duck.materialize("dg_rows", features.rows_sql(sigs, 0.0, None))
+    assert duck.query(features.aggregate_sql(sigs, "dg_rows")).num_rows == 0
     sample = skeletons.SAMPLE_SQL % {"skel": skeletons.SKELETON_SQL, "sample": 8, "source": "exchanges"}
     assert duck.query(sample).num_rows == 0
     assert duck.query(INFRA_SQL).num_rows == 0

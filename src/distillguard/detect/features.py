@@ -1,10 +1,11 @@
-"""Per-account features: one SQL query assembled from every registered signal, run by any engine.
+"""Per-account features: SQL assembled from every registered signal, run by any engine.
 
-The query has four layers: `b` projects the stored exchange columns and a few shared row values
-(the lower-cased prompt, the prompt key, epoch seconds, the model's first sighting); `p` adds the text
-the patterns read and each signal's `pre_columns` (cheap pre-filters that row columns may test before
-running costlier expressions); `r` adds each signal's row columns; the outer SELECT groups by account
-with each signal's aggregates.
+Two steps. `rows_sql` computes every signal's row columns once per scan, and the engine materialises
+the result: `b` projects the stored exchange columns and shared row values (the lower-cased prompt,
+the prompt key, epoch seconds, the model's first sighting); `p` adds the text the patterns read and
+each signal's `pre_columns` (cheap pre-filters that row columns may test first); the SELECT adds the
+row columns and drops the text. `aggregate_sql` then groups those rows by account, or by campaign
+(accounts relabelled), adding each signal's `window_columns` first, since those depend on the grouping.
 """
 
 from __future__ import annotations
@@ -50,16 +51,17 @@ MODELS_SQL = "SELECT model, min({epoch(ts)}) AS first_t FROM %s GROUP BY model"
 LOG_START_SQL = "SELECT min({epoch(ts)}) AS t0 FROM %s"
 
 
-def account_features_sql(
+def rows_sql(
     sigs: Iterable[Signal], log_start_t: float, new_model_t: float | None, source: str = "exchanges"
 ) -> str:
+    """Every exchange with every signal's row columns: the text work, done once per scan."""
     sigs = list(sigs)
     pre = "".join(
         f",\n    {expr} AS {alias}" for s in sigs for alias, expr in getattr(s, "pre_columns", {}).items()
     )
     row = ",\n    ".join(f"{expr} AS {alias}" for s in sigs for alias, expr in s.row_columns.items())
-    agg = ",\n  ".join(f"{expr} AS {alias}" for s in sigs for alias, expr in s.account_columns.items())
     new_t = "CAST(NULL AS DOUBLE)" if new_model_t is None else repr(float(new_model_t))
+    keep = ", ".join(ROW_KEEP)
     return f"""
 WITH b AS (
   SELECT {BASE_COLUMNS},
@@ -70,11 +72,47 @@ WITH b AS (
 p AS (
   SELECT *, {TEXT_COLUMN}{pre}
   FROM b
-),
-r AS (
-  SELECT *,
+)
+SELECT {keep},
     {row}
-  FROM p
+FROM p
+"""
+
+
+# Row values kept after the row columns are computed (the text itself is dropped: it is big).
+ROW_KEEP = (
+    "exchange_id",
+    "account_id",
+    "ts",
+    "t",
+    "model",
+    "n",
+    "temperature",
+    "max_tokens",
+    "logprobs",
+    "top_logprobs",
+    "completion_tokens",
+    "user_turns",
+    "history_overlap",
+    "pkey",
+)
+
+
+def aggregate_sql(sigs: Iterable[Signal], rows: str) -> str:
+    """Per-group aggregates over `rows` (a table or subquery whose `account_id` is the group key).
+
+    Window columns (which depend on the grouping, e.g. the gap to the previous exchange of the same
+    account or campaign) are computed here rather than with the row columns.
+    """
+    sigs = list(sigs)
+    win = "".join(
+        f",\n    {expr} AS {alias}" for s in sigs for alias, expr in getattr(s, "window_columns", {}).items()
+    )
+    agg = ",\n  ".join(f"{expr} AS {alias}" for s in sigs for alias, expr in s.account_columns.items())
+    return f"""
+WITH r AS (
+  SELECT *{win}
+  FROM {rows}
 )
 SELECT account_id,
   count(*) AS n_exchanges,
@@ -85,8 +123,10 @@ ORDER BY account_id
 """
 
 
-def compute(engine: Engine, sigs: Iterable[Signal], source: str = "exchanges") -> pa.Table:
-    """Account feature table (one row per account of `source`, sorted by account id)."""
+def materialize_rows(
+    engine: Engine, sigs: Iterable[Signal], source: str = "exchanges", name: str = "dg_rows"
+) -> str:
+    """Compute the row columns of `source` once into table `name`; returns `name`."""
     models = engine.query(MODELS_SQL % source)
     engine.register_arrow("models", models)
     t0 = engine.query(LOG_START_SQL % source).column("t0")[0].as_py()
@@ -95,4 +135,10 @@ def compute(engine: Engine, sigs: Iterable[Signal], source: str = "exchanges") -
     firsts = np.asarray(models.column("first_t").to_numpy(zero_copy_only=False), dtype=np.float64)
     new = firsts[firsts >= float(t0) + NEW_AFTER_H * 3600]
     new_model_t = float(new.min()) if len(new) else None
-    return engine.query(account_features_sql(sigs, float(t0), new_model_t, source))
+    engine.materialize(name, rows_sql(sigs, float(t0), new_model_t, source))
+    return name
+
+
+def compute(engine: Engine, sigs: Iterable[Signal], rows: str = "dg_rows") -> pa.Table:
+    """Account feature table (one row per group of `rows`, sorted by group id)."""
+    return engine.query(aggregate_sql(sigs, rows))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from distillguard.config import Config
-from distillguard.detect import scoring, skeletons
+from distillguard.detect import features, scoring, skeletons
 from distillguard.detect.evidence import Verdict
 from distillguard.detect.signals.base import Signal, signals
 from distillguard.exchange import Exchange, rows_to_batch, to_row
@@ -107,6 +107,7 @@ class OnlineScorer:
         eng = self._engine
         eng.register_arrow("exchanges", rows_to_batch(list(st.rows)))
         tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
+        features.materialize_rows(eng, self._sigs)
         peer, peer_tok = self._peers()
         sc = score_accounts(
             eng,

@@ -23,7 +23,6 @@ from distillguard.detect import calibration, features, scoring, skeletons
 from distillguard.detect.campaigns import Campaigns, link
 from distillguard.detect.evidence import Evidence, Level
 from distillguard.detect.signals.base import Finding, Signal, ramp, signals
-from distillguard.exchange import ARROW_SCHEMA
 from distillguard.store.engine import Engine, make_engine
 
 Progress = Callable[[str], None]
@@ -69,10 +68,14 @@ def score_accounts(
     cfg: Config,
     tpl: skeletons.Templates,
     extra: dict[str, Any],
+    rows: str = "dg_rows",
     source: str = "exchanges",
 ) -> Scored:
-    """Features, findings and scores for every account of `source` (extra columns merged in first)."""
-    table = features.compute(engine, sigs, source)
+    """Findings and scores for every group of the materialised `rows` (extra columns merged in first).
+
+    `source` is the exchange table or view the signals' `extra_sql` reads, with the same grouping.
+    """
+    table = features.compute(engine, sigs, rows)
     cols = _columns(table)
     ids = cols["account_id"]
     cols.update(skeletons.account_columns(tpl, ids))
@@ -98,10 +101,10 @@ def _aligned(t: pa.Table, ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _campaign_source_sql(names: list[str]) -> str:
-    """Exchanges of campaign members, with the campaign id standing in for the account id."""
+def _relabel_sql(table: str, names: list[str]) -> str:
+    """Rows of campaign members from `table`, with the campaign id standing in for the account id."""
     cols = ", ".join(f"e.{c}" if c != "account_id" else "c.campaign_id AS account_id" for c in names)
-    return f"SELECT {cols} FROM exchanges e JOIN campaign_map c ON e.account_id = c.account_id"
+    return f"SELECT {cols} FROM {table} e JOIN campaign_map c ON e.account_id = c.account_id"
 
 
 def score_exchanges(
@@ -120,6 +123,7 @@ def score_exchanges(
 
     t0 = time.perf_counter()
     say("computing account features")
+    features.materialize_rows(engine, sigs)
     acc = score_accounts(engine, sigs, cfg, tpl, {})
     tm["features"] = time.perf_counter() - t0
 
@@ -151,18 +155,23 @@ def score_exchanges(
             }
         )
         engine.register_arrow("campaign_map", cmap)
-        # Score campaigns as if each were one account, over the pooled exchanges of its members.
-        engine.create_view("campaign_exchanges", _campaign_source_sql(ARROW_SCHEMA.names))
+        # Score campaigns as if each were one account, over the pooled exchanges of its members: the
+        # materialised rows relabelled with campaign ids (no text is read again).
+        row_cols = engine.query("SELECT * FROM dg_rows LIMIT 0").column_names
+        engine.create_view("campaign_rows", _relabel_sql("dg_rows", row_cols))
+        engine.create_view("campaign_exchanges", _relabel_sql("exchanges", ["account_id", "ts"]))
         n_acc = np.array([len(m) for m in camp.members], dtype=np.float64)
         per_day = acc.cols["n_exchanges"] / np.maximum(acc.cols["days_active"], 1.0)
-        src = "campaign_exchanges"
-        ctpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold, src)
         tok_day = acc.cols["out_tokens_sum"] / np.maximum(acc.cols["days_active"], 1.0)
         peer = {
             "peer_per_day": np.full(len(camp.ids), float(np.median(per_day))),
             "peer_tok_per_day": np.full(len(camp.ids), float(np.median(tok_day))),
         }
-        camp_scored = score_accounts(engine, sigs, cfg, ctpl, peer, src)
+        member_of = dict(
+            zip(cmap.column("account_id").to_pylist(), cmap.column("campaign_id").to_pylist(), strict=True)
+        )
+        ctpl = skeletons.relabel(tpl, member_of)
+        camp_scored = score_accounts(engine, sigs, cfg, ctpl, peer, "campaign_rows", "campaign_exchanges")
         # Features come back sorted by id; align them with camp.ids.
         pos = {cid: i for i, cid in enumerate(camp_scored.ids)}
         align = np.array([pos[c] for c in camp.ids])

@@ -71,6 +71,19 @@ def templates(
     )
 
 
+def relabel(tpl: Templates, group_of: dict[str, str]) -> Templates:
+    """The same sampled skeletons regrouped (e.g. accounts -> campaigns); others are dropped."""
+    keep = np.array([a in group_of for a in tpl.account_id], dtype=bool)
+    idx = np.flatnonzero(keep)
+    return Templates(
+        account_id=np.array([group_of[a] for a in tpl.account_id[keep]], dtype=object),
+        cluster=tpl.cluster[keep],
+        cnt=tpl.cnt[keep],
+        length=tpl.length[keep],
+        skel=tpl.skel.take(pa.array(idx, pa.int64())),
+    )
+
+
 def account_columns(tpl: Templates, accounts: np.ndarray) -> dict[str, np.ndarray]:
     """Template features aligned to `accounts`: reuse share and how narrow the template set is."""
     idx = {a: i for i, a in enumerate(accounts)}

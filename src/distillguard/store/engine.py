@@ -252,6 +252,10 @@ class Engine(Protocol):
         """A named view over SQL written with dialect macros."""
         ...
 
+    def materialize(self, name: str, sql: str) -> None:
+        """A named table holding the result of SQL written with dialect macros (computed once)."""
+        ...
+
     def query(self, sql: str) -> pa.Table:
         """Run SQL written with dialect macros; return the result as an Arrow table."""
         ...
@@ -282,6 +286,9 @@ class DuckDBEngine:
 
     def create_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {render(sql, self.dialect)}")
+
+    def materialize(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {render(sql, self.dialect)}")
 
     def query(self, sql: str) -> pa.Table:
         return self.con.sql(render(sql, self.dialect)).to_arrow_table()

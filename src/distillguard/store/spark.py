@@ -194,6 +194,12 @@ class SparkEngine:
     def create_view(self, name: str, sql: str) -> None:
         self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {render(sql, self.dialect)}")
 
+    def materialize(self, name: str, sql: str) -> None:
+        # Cached and counted now, so later queries reuse the rows instead of recomputing them.
+        df = self.spark.sql(render(sql, self.dialect)).cache()
+        df.count()
+        df.createOrReplaceTempView(name)
+
     def query(self, sql: str) -> pa.Table:
         return self.spark.sql(render(sql, self.dialect)).toArrow()
 

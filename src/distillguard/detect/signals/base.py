@@ -35,7 +35,8 @@ class Finding:
 class Signal(Protocol):
     name: ClassVar[str]
     # alias -> SQL expression over one exchange row (dialect macros allowed, see store.engine); a
-    # signal may also define `pre_columns`, computed one layer earlier, for row columns to test first
+    # signal may also define `pre_columns`, computed one layer earlier, for row columns to test first,
+    # and `window_columns`, computed per grouping (account or campaign) just before aggregation
     row_columns: ClassVar[dict[str, str]]
     # alias -> SQL aggregate over the rows of one account (may use row_columns aliases)
     account_columns: ClassVar[dict[str, str]]

@@ -18,8 +18,11 @@ from distillguard.detect.signals.base import Columns, Finding, ramp, register, s
 class Timing:
     name: ClassVar[str] = "timing"
     row_columns: ClassVar[dict[str, str]] = {
-        "gap": "t - lag(t) OVER (PARTITION BY account_id ORDER BY t)",
         "hr": "{hour(ts)}",
+    }
+    # The gap to the previous exchange of the same group (account or campaign).
+    window_columns: ClassVar[dict[str, str]] = {
+        "gap": "t - lag(t) OVER (PARTITION BY account_id ORDER BY t)",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
