@@ -29,6 +29,7 @@ class ScoringConfig(BaseModel):
             "fingerprint.rubric_judge": 1.0,
             "shape.multi_sample": 3.0,
             "shape.temperature_sweep": 2.0,
+            # soft: evaluation teams also try a new model on release day (and compare it: mitigated)
             "release.fast_adoption": 3.0,
             # behavioural evidence ("soft"): explained away by benign behaviour
             "cot.elicitation": 2.0,
@@ -38,8 +39,8 @@ class ScoringConfig(BaseModel):
             "coverage.breadth": 1.0,
             "shape.max_tokens": 2.0,
             "shape.logprobs": 1.0,
-            "timing.regular": 1.5,
-            "timing.round_the_clock": 1.0,
+            "timing.regular": 2.0,
+            "timing.round_the_clock": 1.5,
             "volume.vs_peers": 1.0,
             "volume.vs_history": 1.0,
             "skeleton.reuse": 0.5,
@@ -59,7 +60,6 @@ class ScoringConfig(BaseModel):
             "fingerprint.orca_system",
             "shape.multi_sample",
             "shape.temperature_sweep",
-            "release.fast_adoption",
             "campaign.coordination",
         ],
         description="Findings that benign behaviour cannot explain away (mitigations never cancel them).",
@@ -93,6 +93,13 @@ class ScanConfig(BaseModel):
     )
     campaign_min_link_types: int = Field(
         2, description="Independent kinds of shared evidence that link two accounts."
+    )
+    campaign_inherit_floor: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Own score an account needs before its campaign's score is applied to it: membership "
+        "amplifies evidence, it does not create it (a shared cloud NAT or public benchmark is not guilt).",
     )
     examples: int = Field(3, description="Example exchange ids kept per finding.")
 

@@ -186,7 +186,8 @@ def score_exchanges(
         camp_scored.findings.append(coord)
         camp_scored.score, camp_scored.contrib = scoring.combine(camp_scored.findings, cfg.scoring)
         cs = camp_scored.score
-        final = np.where(in_c, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
+        inherits = in_c & (acc.score >= cfg.scan.campaign_inherit_floor)
+        final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
         camp_evidence = [
             scoring.evidence_for(i, camp_scored.findings, camp_scored.contrib, cfg.scan.examples)
             for i in range(len(camp.ids))
@@ -199,7 +200,7 @@ def score_exchanges(
     ]
     for i in np.flatnonzero(camp.label >= 0):
         c = int(camp.label[i])
-        if camp_scored is not None and camp_scored.score[c] > acc.score[i]:
+        if camp_scored is not None and camp_scored.score[c] > acc.score[i] and final[i] > acc.score[i]:
             evidence[i].insert(
                 0,
                 Evidence(

@@ -53,7 +53,11 @@ FINGERPRINTS: dict[str, str] = {
         r"act as an? (impartial|fair|strict|expert) (judge|grader|evaluator)"
         r"|rate (the|this|each) (response|answer|output)s? on a scale"
         r"|\[\[rating\]\]|\[\[[ab]\]\]"
-        r"|(grading|scoring) rubric|according to the (following )?rubric"
+        r"|(grading|scoring) rubric|according to the (following )?rubric|against the (following )?rubric"
+        r"|(expert|strict|impartial|fair) (grader|judge|evaluator|teaching assistant|marker)"
+        r"|on a scale (of|from) (1|one|0|zero)\b[^\n]{0,80}\b(rate|score|grade)"
+        r"|(give|assign|output) (it )?a (score|grade|rating) (from|out of|between) "
+        r"|rating: \[\["
     ),
 }
 

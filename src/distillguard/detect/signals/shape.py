@@ -21,7 +21,9 @@ class RequestShape:
         "multi_n": "CASE WHEN coalesce(n, 1) > 1 THEN 1 ELSE 0 END",
         "lp": "CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END",
         "sampled": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN 1 ELSE 0 END",
-        "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(pkey, model) END",
+        # The same prompt again from the same end user: many students asking one textbook question
+        # through a tutoring app is not resampling.
+        "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(pkey, model, coalesce(end_user, '')) END",
         "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
