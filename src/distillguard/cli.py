@@ -44,6 +44,108 @@ def formats() -> None:
 
 
 # -- simulate (distillguard.simulate) -----------------------------------------------------------------
+@app.command("simulate")
+def simulate_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Log to write (a .gz name is gzipped)."),
+    accounts: int = typer.Option(1000, "--accounts", help="Accounts in the population."),
+    days: int = typer.Option(7, "--days", help="Days of traffic."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
+    fmt: str = typer.Option(
+        "native", "--format", "-f", help="native (distillguard JSONL) or otlp (OTLP JSON)."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Labels CSV to write (default: the log's name with .labels.csv)."
+    ),
+    start: str = typer.Option("2026-11-01", "--start", help="First day of the window (UTC), YYYY-MM-DD."),
+    strategies: str | None = typer.Option(
+        None, "--strategies", help="Attack strategies to include, comma-separated; 'none' for benign only."
+    ),
+    exclude_strategies: str | None = typer.Option(
+        None, "--exclude-strategies", help="Attack strategies to leave out, comma-separated."
+    ),
+    attack_fraction: float = typer.Option(0.15, "--attack-fraction", help="Share of attacker accounts."),
+    hydra_size: int | None = typer.Option(
+        None,
+        "--hydra-size",
+        help="Accounts in the hydra campaign (default: 100+ from 700 accounts, else 20+).",
+    ),
+    volume: float = typer.Option(
+        1.0, "--volume", help="Scale on every account's daily requests (0.1 for a light log)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Worker processes (default: by CPU count and run size; same output)."
+    ),
+) -> None:
+    """Simulate API traffic of benign customers and distillation campaigns, with ground-truth labels."""
+    from datetime import date
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from distillguard.simulate import STRATEGIES, SimConfig, labels_path_for, simulate
+
+    def names(s: str | None) -> tuple[str, ...] | None:
+        if s is None:
+            return None
+        if s.strip().lower() == "none":
+            return ()
+        return tuple(x.strip() for x in s.split(",") if x.strip())
+
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        fail(f"--start {start!r}: expected a date such as 2026-11-01")
+    if fmt not in ("native", "otlp"):
+        fail(f"--format {fmt!r}: use native or otlp")
+    if accounts <= 0 or days <= 0:
+        fail("--accounts and --days must be positive")
+    if not 0.0 <= attack_fraction < 1.0:
+        fail("--attack-fraction must be in [0, 1)")
+    if volume <= 0:
+        fail("--volume must be positive")
+    chosen, excluded = names(strategies), names(exclude_strategies) or ()
+    unknown = sorted({*(chosen or ()), *excluded} - set(STRATEGIES))
+    if unknown:
+        fail(f"unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    cfg = SimConfig(
+        accounts=accounts,
+        days=days,
+        seed=seed,
+        start=first,
+        attack_fraction=attack_fraction,
+        hydra_size=hydra_size,
+        strategies=chosen,
+        exclude=excluded,
+        volume=volume,
+    )
+    labels_path = labels or labels_path_for(out)
+    with Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% of the window"),
+        TextColumn("{task.fields[n]:,} exchanges"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        task = prog.add_task("simulate", total=1.0, n=0)
+        try:
+            summary = simulate(
+                cfg,
+                out,
+                fmt,
+                labels_path,
+                on_progress=lambda done, n: prog.update(task, completed=done, n=n),
+                workers=workers,
+            )
+        except (ValueError, RuntimeError) as e:
+            fail(str(e))
+    console.print(
+        f"wrote {summary.exchanges:,} exchanges of {summary.accounts:,} accounts ({summary.benign:,} benign, "
+        f"{summary.attack:,} attacking in {summary.campaigns} campaigns) to {out} in {summary.seconds:.1f} s "
+        f"({summary.rate:,.0f}/s); labels in {labels_path}"
+    )
+
+
 # -- scan / eval / demo (distillguard.detect, distillguard.eval) ---------------------------------------
 
 
