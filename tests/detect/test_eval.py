@@ -52,3 +52,13 @@ def test_eval_end_to_end(builder: LogBuilder, corpora, tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.json").exists()
+
+
+def test_calibration_threshold_for_target_fpr() -> None:
+    from distillguard.detect.calibration import from_scores
+
+    cal = from_scores(np.linspace(0.0, 0.99, 100), "test")
+    thr = cal.threshold_for(0.05)
+    assert cal.fpr(thr) <= 0.05
+    assert cal.fpr(np.nextafter(thr, 0.0) - 0.01) > 0.05
+    assert cal.fpr(0.5) == pytest.approx(0.49, abs=0.011)

@@ -58,6 +58,11 @@ def test_scan_outputs(builder: LogBuilder, corpora, tmp_path: Path) -> None:
     assert camps[0]["n_accounts"] == 4 and camps[0]["evidence"]
     ev_lines = (out / "evidence.jsonl").read_bytes().splitlines()
     assert len(ev_lines) == len(rows)
+    # The packaged calibration states the benign false-positive rate of each level.
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    levels = summary["calibration"]["levels"]
+    assert set(levels) == {"watch", "suspect", "block"}
+    assert 0.0 <= levels["block"]["benign_fpr"] <= levels["watch"]["benign_fpr"] <= 1.0
 
 
 def test_follow_ups_explain_away_soft_evidence(builder: LogBuilder, corpora, tmp_path: Path) -> None:
