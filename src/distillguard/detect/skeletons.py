@@ -19,12 +19,12 @@ from distillguard.detect import minhash
 from distillguard.store.engine import Engine
 
 # The head and tail of a long prompt (templates show there), the whole of a short one; then variable
-# slots masked: numbers, URLs, e-mail addresses, quoted spans, and whitespace runs collapsed.
+# slots masked, all in one pass to one token (URLs and e-mail addresses first, then quoted spans and
+# numbers), and whitespace runs collapsed in a second.
 SKELETON_SQL = (
-    "{rxr({rxr({rxr({rxr({rxr(lower(CASE WHEN length(prompt) > 600 "
+    "{rxr({rxr(lower(CASE WHEN length(prompt) > 600 "
     "THEN concat(left(prompt, 400), ' | ', right(prompt, 200)) ELSE coalesce(prompt, '') END), "
-    r"'[0-9]+([.,][0-9]+)*', '0')}, 'https?://[^ ]+', 'u')}, '[^ @]+@[^ @]+', 'e')}, "
-    r"'\"[^\"]{1,200}\"', 'q')}, '\s+', ' ')}"
+    r"'https?://[^\s]+|[^\s@]+@[^\s@]+|\"[^\"]{1,200}\"|[0-9]+([.,][0-9]+)*', '#')}, '\s+', ' ')}"
 )
 
 SAMPLE_SQL = """

@@ -276,6 +276,8 @@ class DuckDBEngine:
             # Keeps peak RSS bounded on big logs: DuckDB spills to disk past this.
             self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=false")
+        # Our own progress display owns the terminal; DuckDB's bar would print into stdout.
+        self.con.execute("SET enable_progress_bar=false")
         self.con.execute("SET TimeZone='UTC'")
 
     def register_parquet(self, name: str, path: Path) -> None:
