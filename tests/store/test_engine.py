@@ -47,7 +47,10 @@ def test_render_leaves_plain_sql_alone() -> None:
 @pytest.mark.parametrize(
     ("dialect", "expected"),
     [
-        ("duckdb", "SELECT md5(x), (epoch_us(ts) / 1e6), hour(ts), CAST(date_trunc('day', ts) AS DATE) FROM t"),
+        (
+            "duckdb",
+            "SELECT md5(x), (epoch_us(ts) / 1e6), hour(ts), CAST(date_trunc('day', ts) AS DATE) FROM t",
+        ),
         ("spark", "SELECT md5(x), (unix_micros(ts) / 1e6), hour(ts), to_date(ts) FROM t"),
     ],
 )
@@ -104,7 +107,13 @@ def test_every_pipeline_query_renders_in_both_dialects() -> None:
         features.aggregate_sql(sigs, "campaign_rows"),
         features.MODELS_SQL % "exchanges",
         features.LOG_START_SQL % "exchanges",
-        skeletons.SAMPLE_SQL % {"skel": skeletons.SKELETON_SQL, "sample": 64, "source": "exchanges"},
+        skeletons.SAMPLE_SQL
+        % {
+            "skel": skeletons.skeleton_sql("lower(e.prompt)"),
+            "sample": 64,
+            "rows": "dg_rows",
+            "source": "exchanges",
+        },
         INFRA_SQL,
         SYNC_SQL % {"t0": 0.0},
         *(s.extra_sql.replace("{source}", "exchanges") for s in sigs if s.extra_sql),
@@ -247,7 +256,12 @@ def test_duckdb_runs_the_pipeline_queries_on_an_empty_log(duck: DuckDBEngine) ->
     sigs = [cls() for cls in signals().values()]
     duck.materialize("dg_rows", features.rows_sql(sigs, 0.0, None))
     assert duck.query(features.aggregate_sql(sigs, "dg_rows")).num_rows == 0
-    sample = skeletons.SAMPLE_SQL % {"skel": skeletons.SKELETON_SQL, "sample": 8, "source": "exchanges"}
+    sample = skeletons.SAMPLE_SQL % {
+        "skel": skeletons.skeleton_sql("lower(e.prompt)"),
+        "sample": 8,
+        "rows": "dg_rows",
+        "source": "exchanges",
+    }
     assert duck.query(sample).num_rows == 0
     assert duck.query(INFRA_SQL).num_rows == 0
 

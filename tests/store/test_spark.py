@@ -26,7 +26,7 @@ from distillguard.detect.signals.base import signals
 from distillguard.detect.signals.cot import COT_PATTERN
 from distillguard.detect.signals.coverage import TOPICS
 from distillguard.detect.signals.fingerprints import FINGERPRINTS
-from distillguard.detect.skeletons import SKELETON_SQL
+from distillguard.detect.skeletons import skeleton_sql
 from distillguard.store.engine import DuckDBEngine, sql_str
 from distillguard.store.spark import SparkEngine, check_runtime, java_version
 
@@ -443,7 +443,10 @@ def _probe_sql() -> str:
     subnet = re.search(r"\{rxr\(client_ip, .*?\)\}", INFRA_SQL)
     assert subnet and len(row) >= 2 + len(FINGERPRINTS)  # cot, topic, one per fingerprint
     outer = [f"{{rx(prompt, {sql_str('(?i)' + p)})}} AS ci_{k}" for k, p in raw.items()]
-    outer += [f"{SKELETON_SQL} AS skel", subnet.group(0).replace("client_ip", "prompt") + " AS subnet"]
+    outer += [
+        f"{skeleton_sql('lower(prompt)')} AS skel",
+        subnet.group(0).replace("client_ip", "prompt") + " AS subnet",
+    ]
     pre_sql = "".join(f", {e} AS {a}" for a, e in pre.items())
     return f"""
 WITH b AS (SELECT i, prompt, CAST(NULL AS STRING) AS system_prompt, lower(prompt) AS ptxt FROM probes),

@@ -106,8 +106,8 @@ class OnlineScorer:
 
         eng = self._engine
         eng.register_arrow("exchanges", rows_to_batch(list(st.rows)))
-        tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
         features.materialize_rows(eng, self._sigs)
+        tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
         peer, peer_tok = self._peers()
         sc = score_accounts(
             eng,

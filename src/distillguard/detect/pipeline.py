@@ -117,13 +117,17 @@ def score_exchanges(
     tm: dict[str, float] = {}
 
     t0 = time.perf_counter()
+    say("computing row features")
+    features.materialize_rows(engine, sigs)
+    tm["rows"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     say("sketching prompt skeletons")
     tpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold)
     tm["skeletons"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("computing account features")
-    features.materialize_rows(engine, sigs)
     acc = score_accounts(engine, sigs, cfg, tpl, {})
     tm["features"] = time.perf_counter() - t0
 

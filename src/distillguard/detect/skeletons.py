@@ -4,7 +4,8 @@ LSH into templates. Feeds the `skeleton` signal (template reuse per account) and
 
 Cost is bounded per account: each account contributes at most `sample` distinct skeletons, chosen by
 the order of their md5 key, which both engines compute identically; exact duplicates are counted in
-full by the engine (`cnt`), so shares are estimated from a sample weighted by row counts.
+full by the engine (`cnt`), so shares are estimated from a sample weighted by row counts. The key is a
+row column computed with the other signals' text work; only sampled skeletons are rebuilt as text.
 """
 
 from __future__ import annotations
@@ -18,26 +19,35 @@ import pyarrow.compute as pc
 from distillguard.detect import minhash
 from distillguard.store.engine import Engine
 
-# The head and tail of a long prompt (templates show there), the whole of a short one; then variable
-# slots masked, all in one pass to one token (URLs and e-mail addresses first, then quoted spans and
-# numbers), and whitespace runs collapsed in a second.
-SKELETON_SQL = (
-    "{rxr({rxr(lower(CASE WHEN length(prompt) > 600 "
-    "THEN concat(left(prompt, 400), ' | ', right(prompt, 200)) ELSE coalesce(prompt, '') END), "
-    r"'https?://[^\s]+|[^\s@]+@[^\s@]+|\"[^\"]{1,200}\"|[0-9]+([.,][0-9]+)*', '#')}, '\s+', ' ')}"
-)
+
+def skeleton_sql(col: str) -> str:
+    """The skeleton of a lower-cased prompt column: the head and tail of a long prompt (templates show
+    there), the whole of a short one; variable slots masked in one pass to one token (URLs and e-mail
+    addresses, quoted spans, numbers); whitespace runs collapsed in a second pass."""
+    return (
+        f"{{rxr({{rxr(CASE WHEN length({col}) > 600 "
+        f"THEN concat(left({col}, 400), ' | ', right({col}, 200)) ELSE coalesce({col}, '') END, "
+        r"'https?://[^\s]+|[^\s@]+@[^\s@]+|\"[^\"]{1,200}\"|[0-9]+([.,][0-9]+)*', '#')}, '\s+', ' ')}"
+    )
+
+
+# The row column (computed once with the other row columns, over the lower-cased prompt `ptxt`) is
+# only the skeleton's key; the text is rebuilt below for the sampled skeletons alone.
+SKELETON_KEY_SQL = "{hash(" + skeleton_sql("ptxt") + ")}"
 
 SAMPLE_SQL = """
-WITH s AS (
-  SELECT account_id, {hash(sk)} AS skey, sk FROM (SELECT account_id, %(skel)s AS sk FROM %(source)s) x
+WITH g AS (
+  SELECT account_id, skey, min(exchange_id) AS ex, count(*) AS cnt FROM %(rows)s GROUP BY account_id, skey
 ),
-g AS (SELECT account_id, skey, min(sk) AS skel, count(*) AS cnt FROM s GROUP BY account_id, skey),
 ranked AS (
-  SELECT account_id, skey, skel, cnt,
-         row_number() OVER (PARTITION BY account_id ORDER BY skey) AS rn
+  SELECT account_id, skey, ex, cnt, row_number() OVER (PARTITION BY account_id ORDER BY skey) AS rn
   FROM g
 )
-SELECT account_id, skey, skel, cnt FROM ranked WHERE rn <= %(sample)d ORDER BY account_id, skey
+SELECT s.account_id, s.skey, s.cnt, min(%(skel)s) AS skel
+FROM ranked s JOIN %(source)s e ON e.exchange_id = s.ex AND e.account_id = s.account_id
+WHERE s.rn <= %(sample)d
+GROUP BY s.account_id, s.skey, s.cnt
+ORDER BY s.account_id, s.skey
 """
 
 MIN_TEMPLATE_CHARS = 60  # shorter skeletons ("hi", "thanks") say nothing about a template
@@ -55,9 +65,16 @@ class Templates:
 
 
 def templates(
-    engine: Engine, sample: int = 64, threshold: float = 0.4, source: str = "exchanges"
+    engine: Engine, sample: int = 64, threshold: float = 0.4, rows: str = "dg_rows", source: str = "exchanges"
 ) -> Templates:
-    t = engine.query(SAMPLE_SQL % {"skel": SKELETON_SQL, "sample": int(sample), "source": source})
+    """Sample, sketch and cluster the skeletons of each account of the materialised `rows`."""
+    sql = SAMPLE_SQL % {
+        "skel": skeleton_sql("lower(e.prompt)"),
+        "sample": int(sample),
+        "rows": rows,
+        "source": source,
+    }
+    t = engine.query(sql)
     skel = t.column("skel").combine_chunks()
     sk = minhash.sketch(skel)
     length = np.asarray(pc.utf8_length(skel).to_numpy(zero_copy_only=False), dtype=np.int64)

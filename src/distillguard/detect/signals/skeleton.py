@@ -13,12 +13,13 @@ from typing import ClassVar
 import numpy as np
 
 from distillguard.detect.signals.base import Columns, Finding, ramp, register, support
+from distillguard.detect.skeletons import SKELETON_KEY_SQL
 
 
 @register
 class Skeleton:
     name: ClassVar[str] = "skeleton"
-    row_columns: ClassVar[dict[str, str]] = {}
+    row_columns: ClassVar[dict[str, str]] = {"skey": SKELETON_KEY_SQL}
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {}
 
