@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol, runtime_checkable
@@ -118,17 +120,95 @@ def detect_format(path: Path) -> Adapter:
     )
 
 
+@dataclass(slots=True)
+class LineRange:
+    """A byte range of a plain (uncompressed) file that starts at a line start and ends after a newline
+    (or at the end of the file): the share of one file that one parallel ingest worker reads.
+
+    Line numbers inside the range count from 1 at `start`; `lines` is set to the number of lines read
+    once the range is exhausted, so the caller can add the lines of earlier ranges to make them absolute.
+    """
+
+    start: int
+    end: int
+    lines: int = 0
+
+
+_RANGES: ContextVar[dict[str, LineRange] | None] = ContextVar("_RANGES", default=None)
+
+
+@contextmanager
+def reading_range(path: Path, rng: LineRange) -> Iterator[LineRange]:
+    """Inside the `with` block, `iter_json_lines(path)` reads only `rng` of the file, numbering its lines
+    from 1 at `rng.start`.
+
+    This lets a worker run an unchanged adapter (`records(path)`) and `read_exchanges` over its share of
+    a file: the rules for what is a bad row and why stay in one place, whichever path the rows take.
+    """
+    token = _RANGES.set({**(_RANGES.get() or {}), str(path): rng})
+    try:
+        yield rng
+    finally:
+        _RANGES.reset(token)
+
+
 def iter_json_lines(path: Path) -> Iterator[tuple[int, Any, bytes | None, str | None]]:
     """(line number, parsed JSON or None, raw bytes when bad, error) for each non-blank line."""
-    with open_bytes(path) as f:
+    ranges = _RANGES.get()
+    rng = ranges.get(str(path)) if ranges else None
+    if rng is not None:
+        yield from _json_lines_in_range(path, rng)
+        return
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    with _open_lines(path) as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+            # Same test as `not line.strip()` (ASCII whitespace) without copying the line.
+            if line.isspace():
                 continue
             try:
-                yield lineno, orjson.loads(line), None, None
-            except orjson.JSONDecodeError as e:
-                reason = "not valid UTF-8" if "utf-8" in str(e).lower() else f"invalid JSON: {e}"
-                yield lineno, None, line, reason
+                obj = loads(line)
+            except decode_error as e:
+                yield lineno, None, line, _json_error(e)
+            else:
+                yield lineno, obj, None, None
+
+
+# Reading lines of a few KB through the default 8 KiB buffer costs several copies and system calls per
+# line; a 1 MiB buffer makes line iteration about 4x faster (some 3 us a line, 5-10% of ingest).
+LINE_BUFFER = 1 << 20
+
+
+def _open_lines(path: Path) -> IO[bytes]:
+    f = open_bytes(path)
+    if isinstance(f, io.BufferedReader) and isinstance(f.raw, io.FileIO):  # plain, not decompressed
+        f.close()
+        return open(path, "rb", buffering=LINE_BUFFER)
+    return f
+
+
+def _json_error(e: orjson.JSONDecodeError) -> str:
+    return "not valid UTF-8" if "utf-8" in str(e).lower() else f"invalid JSON: {e}"
+
+
+def _json_lines_in_range(path: Path, rng: LineRange) -> Iterator[tuple[int, Any, bytes | None, str | None]]:
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    with open(path, "rb", buffering=LINE_BUFFER) as f:
+        f.seek(rng.start)
+        left = rng.end - rng.start
+        lineno = 0
+        for line in f:
+            lineno += 1
+            left -= len(line)
+            if not line.isspace():
+                try:
+                    obj = loads(line)
+                except decode_error as e:
+                    yield lineno, None, line, _json_error(e)
+                else:
+                    yield lineno, obj, None, None
+            if left <= 0:
+                break
+        rng.lines = lineno
 
 
 def format_validation_error(e: ValidationError) -> str:
