@@ -62,6 +62,8 @@ def _tree_rss(proc: Any) -> int:
 def run(cmd: Sequence[str | Path], log: Path | None = None, env: dict[str, str] | None = None) -> Measured:
     """Run `cmd` to completion (output to `log`, or discarded) and measure it."""
     args = [str(c) for c in cmd]
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)  # the 10M check alone runs before any other command
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
     peak = [0]
     done = threading.Event()
