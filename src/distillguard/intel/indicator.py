@@ -199,3 +199,15 @@ def normalise_value(kind: IndicatorType, value: str) -> str:
             raise ValueError(f"{kind} indicator must be a keyed digest (64 hex characters), not a raw value")
         return v.lower()
     return v
+
+
+class Records(_Record):
+    """A set of intel records moved together: a STIX bundle's content, a TAXII page, a store import."""
+
+    indicators: list[Indicator] = Field(default_factory=list)
+    sightings: list[Sighting] = Field(default_factory=list)
+    campaigns: list[Campaign] = Field(default_factory=list)
+    organisations: list[Organisation] = Field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indicators) + len(self.sightings) + len(self.campaigns) + len(self.organisations)
