@@ -31,6 +31,14 @@ class ScoringConfig(BaseModel):
             "shape.temperature_sweep": 2.0,
             # soft: evaluation teams also try a new model on release day (and compare it: mitigated)
             "release.fast_adoption": 3.0,
+            # threat intel (issue 3): an indicator that may block on its own is hard evidence; every
+            # match is also soft evidence, weighted by how much an address or an ASN says about one account
+            "intel.indicator": 8.5,
+            "intel.address": 2.0,
+            "intel.identity": 3.0,
+            "intel.skeleton": 2.5,
+            "intel.asn": 0.75,
+            "intel.user_agent": 0.5,
             # behavioural evidence ("soft"): explained away by benign behaviour
             "cot.elicitation": 2.0,
             "cot.reasoning_effort": 1.0,
@@ -61,6 +69,7 @@ class ScoringConfig(BaseModel):
             "shape.multi_sample",
             "shape.temperature_sweep",
             "campaign.coordination",
+            "intel.indicator",
         ],
         description="Findings that benign behaviour cannot explain away (mitigations never cancel them).",
     )

@@ -23,6 +23,7 @@ from distillguard.detect import calibration, features, scoring, skeletons
 from distillguard.detect.campaigns import Campaigns, link
 from distillguard.detect.evidence import Evidence, Level
 from distillguard.detect.signals.base import Finding, Signal, ramp, signals
+from distillguard.intel.match import KINDS, Matcher, Matches
 from distillguard.store.engine import Engine, make_engine
 
 Progress = Callable[[str], None]
@@ -49,6 +50,7 @@ class ScanResult:
     evidence: list[list[Evidence]]
     campaign_evidence: list[list[Evidence]]
     timings: dict[str, float] = field(default_factory=dict)
+    intel: Matches | None = None
 
 
 def _columns(t: pa.Table) -> dict[str, np.ndarray]:
@@ -67,7 +69,7 @@ def score_accounts(
     sigs: list[Signal],
     cfg: Config,
     tpl: skeletons.Templates,
-    extra: dict[str, Any],
+    extra: dict[str, Any] | Callable[[np.ndarray], dict[str, Any]],
     rows: str = "dg_rows",
     source: str = "exchanges",
 ) -> Scored:
@@ -82,7 +84,8 @@ def score_accounts(
     for sig in sigs:
         if sig.extra_sql:
             cols.update(_aligned(engine.query(sig.extra_sql.replace("{source}", source)), ids))
-    cols.update(extra)
+    # `extra` may need the account order, which is only known now (features come back sorted by id)
+    cols.update(extra(ids) if callable(extra) else extra)
     findings = [f for s in sigs for f in s.evaluate(cols)]
     score, contrib = scoring.combine(findings, cfg.scoring)
     return Scored(ids=ids, cols=cols, findings=findings, score=score, contrib=contrib)
@@ -108,9 +111,13 @@ def _relabel_sql(table: str, names: list[str]) -> str:
 
 
 def score_exchanges(
-    engine: Engine, cfg: Config | None = None, progress: Progress | None = None
+    engine: Engine,
+    cfg: Config | None = None,
+    progress: Progress | None = None,
+    matcher: Matcher | None = None,
 ) -> ScanResult:
-    """Score every account of the `exchanges` table registered in `engine`."""
+    """Score every account of the `exchanges` table registered in `engine` (and match it against
+    threat-intel indicators when a `matcher` is given)."""
     cfg = cfg or Config()
     say = progress or (lambda _m: None)
     sigs: list[Signal] = [cls() for cls in signals().values()]
@@ -126,9 +133,18 @@ def score_exchanges(
     tpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold)
     tm["skeletons"] = time.perf_counter() - t0
 
+    matches: Matches | None = None
+    extra: dict[str, Any] | Callable[[np.ndarray], dict[str, Any]] = {}
+    if matcher is not None and len(matcher):
+        t0 = time.perf_counter()
+        say(f"matching against {len(matcher):,} intel indicators")
+        matches = matcher.match(engine, tpl)
+        extra = matches.aligned
+        tm["intel"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     say("computing account features")
-    acc = score_accounts(engine, sigs, cfg, tpl, {})
+    acc = score_accounts(engine, sigs, cfg, tpl, extra)
     tm["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -216,7 +232,7 @@ def score_exchanges(
                     f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}",
                 ),
             )
-    return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm)
+    return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches)
 
 
 def _reindex(s: Scored, align: np.ndarray) -> None:
@@ -226,6 +242,8 @@ def _reindex(s: Scored, align: np.ndarray) -> None:
         f.value, f.strength = f.value[align], f.strength[align]
         if f.examples is not None:
             f.examples = f.examples[align]
+        if f.indicators is not None:
+            f.indicators = f.indicators[align]
 
 
 # -- outputs ------------------------------------------------------------------------------------------
@@ -317,6 +335,7 @@ def scan(
     engine_name: str | None = None,
     progress: Progress | None = None,
     on_ingest: Callable[[int, int], None] | None = None,
+    matcher: Matcher | None = None,
 ) -> tuple[ScanResult, dict[str, Any]]:
     """Ingest `paths`, score every account, write the outputs into `out`. Returns result and summary."""
     from distillguard.store.parquet import ingest
@@ -339,7 +358,7 @@ def scan(
     engine = make_engine(engine_name or cfg.scan.engine)
     try:
         engine.register_parquet("exchanges", pq_path)
-        res = score_exchanges(engine, cfg, progress)
+        res = score_exchanges(engine, cfg, progress, matcher)
     finally:
         engine.close()
     res.timings = {"ingest": t_ingest, **res.timings}
@@ -354,6 +373,17 @@ def scan(
         "engine": engine_name or cfg.scan.engine,
         "seconds": {k: round(v, 3) for k, v in res.timings.items()},
     }
+    if res.intel is not None:
+        m = res.intel
+        summary["intel"] = {
+            "indicators": len(matcher) if matcher is not None else 0,
+            "indicators_matched": m.sightings.num_rows,
+            "matched_exchanges": m.counts,
+            "accounts_matched": int(
+                np.logical_or.reduce([m.columns[f"intel_{k}_share"] > 0 for k in KINDS]).sum()
+            ),
+        }
+        pq.write_table(m.sightings, out / "intel_sightings.parquet")
     cal = calibration.load(cfg.scoring.calibration) if cfg.scoring.calibration else calibration.default()
     if cal is not None:
         summary["calibration"] = calibration.describe(cal, dict(cfg.scoring.levels))

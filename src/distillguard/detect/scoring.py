@@ -70,6 +70,7 @@ def evidence_for(
                 weight=round(float(contrib[k, i]), 4),
                 detail=detail,
                 examples=[str(e) for e in ex],
+                indicator=f.indicators[i] if f.indicators is not None else None,
             )
         )
     out.sort(key=lambda e: -abs(e.weight))

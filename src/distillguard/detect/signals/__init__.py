@@ -4,6 +4,7 @@ from distillguard.detect.signals import (  # noqa: F401
     cot,
     coverage,
     fingerprints,
+    intel,
     open_loop,
     release,
     shape,

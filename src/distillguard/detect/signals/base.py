@@ -29,6 +29,7 @@ class Finding:
     describe: str  # format string with {value}, e.g. "{value:.0%} of prompts ask for step-by-step reasoning"
     examples: np.ndarray | None = None  # object array of example exchange-id lists per account
     mitigating: bool = False  # a benign indication (lowers the score)
+    indicators: np.ndarray | None = None  # object array: matched threat-intel indicator id per account
     meta: dict[str, object] = field(default_factory=dict)
 
 
