@@ -51,6 +51,7 @@ class ScanResult:
     campaign_evidence: list[list[Evidence]]
     timings: dict[str, float] = field(default_factory=dict)
     intel: Matches | None = None
+    templates: skeletons.Templates | None = None
 
 
 def _columns(t: pa.Table) -> dict[str, np.ndarray]:
@@ -232,7 +233,7 @@ def score_exchanges(
                     f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}",
                 ),
             )
-    return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches)
+    return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches, tpl)
 
 
 def _reindex(s: Scored, align: np.ndarray) -> None:
@@ -324,6 +325,21 @@ def write_outputs(res: ScanResult, out: Path, summary: dict[str, Any]) -> None:
         )
     camps.sort(key=lambda d: -float(d["score"]))  # type: ignore[arg-type]
     (out / "campaigns.json").write_bytes(orjson.dumps(camps, option=orjson.OPT_INDENT_2))
+    if res.templates is not None:
+        # sampled skeletons (masked prompts, local only): `intel publish` derives campaign templates from them
+        t = res.templates
+        pq.write_table(
+            pa.table(
+                {
+                    "account_id": pa.array(t.account_id.tolist(), pa.string()),
+                    "cluster": pa.array(t.cluster, pa.int64()),
+                    "cnt": pa.array(t.cnt, pa.float64()),
+                    "length": pa.array(t.length, pa.int64()),
+                    "skel": t.skel,
+                }
+            ),
+            out / "skeletons.parquet",
+        )
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
 
 

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from distillguard.detect import minhash
-from distillguard.detect.skeletons import MIN_TEMPLATE_CHARS, Templates
+from distillguard.detect.skeletons import Templates
 from distillguard.intel.indicator import DIGEST_TYPES, Indicator, IndicatorType
 from distillguard.intel.privacy import Keyring, decode_sketch
+from distillguard.intel.skeleton import projections
 from distillguard.store.engine import Engine
 
 # Kinds of match, each its own evidence (an ASN says far less than an exact address).
@@ -346,23 +347,31 @@ class Matcher:
         n = len(pos)
         cols = {k: v for k, v in _empty_columns(n).items() if k.startswith("intel_skeleton_")}
         idx = self._idx(IndicatorType.SKELETON)
-        long_ = tpl.length >= MIN_TEMPLATE_CHARS  # short skeletons ("hi #") match anything
-        rows = np.flatnonzero(long_)
         acc_all = np.array([pos.get(a, -1) for a in tpl.account_id], dtype=np.int64)
         total = np.bincount(acc_all[acc_all >= 0], weights=tpl.cnt[acc_all >= 0], minlength=n)
+        # Each account's template projections (see intel.skeleton), sketched once per distinct text.
+        proj = projections(tpl)
+        has = np.flatnonzero(proj != None)  # noqa: E711 - elementwise on an object array
+        texts, inv = np.unique(proj[has].astype(str), return_inverse=True)
         pairs_r: list[np.ndarray] = []
         pairs_k: list[np.ndarray] = []
         for epoch in sorted({int(self.indicators[k].key_epoch or 0) for k in idx}):
+            if not len(texts):
+                break
             ks = np.array([k for k in idx if int(self.indicators[k].key_epoch or 0) == epoch], dtype=np.int64)
             ind_sk = np.stack([decode_sketch(self.indicators[k].value) for k in ks])
-            loc_sk = self.keyring.sketch(tpl.skel.take(pa.array(rows, pa.int64())).to_pylist(), epoch)
-            r, c = _lsh_pairs(loc_sk, ind_sk, self.skeleton_threshold)
-            pairs_r.append(rows[r])
-            pairs_k.append(ks[c])
+            loc_sk = self.keyring.sketch(texts.tolist(), epoch)
+            cand, c = lsh_pairs(loc_sk, ind_sk, self.skeleton_threshold)
+            for j, cc in zip(cand.tolist(), c.tolist(), strict=True):
+                members = has[inv == j]
+                pairs_r.append(members)
+                pairs_k.append(np.full(len(members), ks[cc], dtype=np.int64))
         if not pairs_r or not sum(len(p) for p in pairs_r):
             return cols, _empty_sightings(), 0
         r = np.concatenate(pairs_r)
         k = np.concatenate(pairs_k)
+        rk = np.unique(np.stack([r, k], axis=1), axis=0)  # a skeleton matched twice by one indicator
+        r, k = rk[:, 0], rk[:, 1]
         acc = acc_all[r]
         ok = acc >= 0
         r, k, acc = r[ok], k[ok], acc[ok]
@@ -443,7 +452,7 @@ def _best(
     assert len(cols[f"intel_{name}_indicator"]) == n
 
 
-def _lsh_pairs(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def lsh_pairs(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (row of a, row of b) whose sketches share an LSH band and are at least `threshold` similar."""
     ka, kb = minhash.band_keys(a), minhash.band_keys(b)
     na, nb = len(a), len(b)
