@@ -42,7 +42,7 @@ def provider_log(
 ) -> tuple[Path, list[str], list[str]]:
     """(log, operation account ids, benign account ids) of provider `side` ('a' or 'b')."""
     rng = random.Random(f"{side}{seed}")
-    b = LogBuilder(seed=hash(side) % 1000)
+    b = LogBuilder(seed=seed * 2 + (side == "b"))
     templates = TEMPLATES_A if side == "a" else TEMPLATES_B
     half = len(corpora["gsm8k"]) // 2
     fillers = corpora["gsm8k"][:half] if side == "a" else corpora["gsm8k"][half:]

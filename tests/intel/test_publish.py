@@ -47,15 +47,17 @@ def test_publish_and_match_across_providers(corpora, tmp_path: Path) -> None:
     res_b, summary = scan([log_b], tmp_path / "scan-b", matcher=Matcher(received.indicators, keyring=keyring))
     ids = res_b.accounts.ids.tolist()
     kinds_seen: set[str] = set()
-    flagged = 0
+    flagged = by_skeleton = 0
     for a in ops_b:
         i = ids.index(a)
         ev = {e.signal: e for e in res_b.evidence[i]}
         assert {"intel.address", "intel.asn"} <= ev.keys()
         assert all(e.indicator for s, e in ev.items() if s.startswith("intel."))
         kinds_seen |= {s for s in ev if s.startswith("intel.")}
+        by_skeleton += "intel.skeleton" in ev
         flagged += res_b.levels[i] in ("suspect", "block")
-    assert "intel.skeleton" in kinds_seen
+    # paraphrased templates, other fillers: most accounts still match a published template sketch
+    assert by_skeleton >= 0.75 * len(ops_b)
     assert flagged >= 0.95 * len(ops_b)
     for a in benign_b:
         i = ids.index(a)

@@ -41,7 +41,7 @@ from distillguard.intel.indicator import (
 )
 from distillguard.intel.match import lsh_pairs
 from distillguard.intel.privacy import Keyring, encode_sketch
-from distillguard.intel.skeleton import projections
+from distillguard.intel.skeleton import MIN_WORDS, consensus, projections
 
 
 class PublishError(ValueError):
@@ -295,10 +295,29 @@ def _template_indicators(
         e = ours.setdefault(p, [0.0, set()])
         e[0] += c
         e[1].add(a)
-    cand = [p for p, (_w, accs) in ours.items() if len(accs) >= 2]
-    if not cand:
+    texts = list(ours)
+    if not texts:
         return []
-    weight = np.array([ours[p][0] for p in cand])
+    # Variants of one template (fillers leave a few of their common words in a projection) group
+    # together; a group used by two or more member accounts is a template of the campaign, shared as
+    # the words most of its variants hold.
+    groups = minhash.cluster(minhash.sketch(texts), 0.5)
+    w_all = np.array([ours[t][0] for t in texts])
+    cand, weight, n_acc = [], [], []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        accs = set().union(*(ours[texts[i]][1] for i in idx))
+        if len(accs) < 2:
+            continue
+        cand.append(consensus([texts[i] for i in idx], w_all[idx]))
+        weight.append(float(w_all[idx].sum()))
+        n_acc.append(len(accs))
+    cand_ok = [i for i, c in enumerate(cand) if len(set(c.split()) - {"#"}) >= MIN_WORDS]
+    if not cand_ok:
+        return []
+    cand = [cand[i] for i in cand_ok]
+    weight_a = np.array([weight[i] for i in cand_ok])
+    n_acc = [n_acc[i] for i in cand_ok]
     csk = minhash.sketch(cand)
     # look-alikes outside the campaign
     outside: np.ndarray = np.zeros(len(cand))
@@ -308,14 +327,8 @@ def _template_indicators(
         o_w = np.bincount(o_inv, weights=tpl.cnt[has & ~mine])
         ci, oi = lsh_pairs(csk, minhash.sketch(o_text.tolist()), 0.5)
         outside = np.bincount(ci, weights=o_w[oi], minlength=len(cand)).astype(np.float64)
-    pure = weight / (weight + outside) >= purity
-    # near duplicates (the same template, a word apart) collapse to the most used one
-    groups = minhash.cluster(csk, 0.8)
-    keep = []
-    for g in np.unique(groups[pure]):
-        idx = np.flatnonzero(pure & (groups == g))
-        keep.append(int(idx[np.argmax(weight[idx])]))
-    keep = sorted(keep, key=lambda i: -weight[i])[:cap]
+    pure = np.flatnonzero(weight_a / (weight_a + outside) >= purity)
+    keep = pure[np.argsort(-weight_a[pure], kind="stable")][:cap].tolist()
     out: list[Indicator] = []
     sketches = keyring.sketch([cand[i] for i in keep])
     for n, i in enumerate(keep):
@@ -333,7 +346,7 @@ def _template_indicators(
                 tlp=tlp,
                 source_org=org.id,
                 campaign_id=camp_id,
-                name=f"campaign prompt template ({len(ours[cand[i]][1])} accounts)",
+                name=f"campaign prompt template ({n_acc[i]} accounts)",
                 provenance=prov,
             )
         )

@@ -69,3 +69,16 @@ def projections(
             if len(kept) >= min_words and tpl.length[r] >= MIN_TEMPLATE_CHARS:
                 out[r] = project(ws, vocab)
     return out
+
+
+def consensus(texts: list[str], weights: np.ndarray, min_share: float = 0.5) -> str:
+    """One template from variants of it: the words at least `min_share` of them (by weight) hold, in
+    the order of the heaviest variant, other runs masked."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(texts), 1 / len(texts))
+    df: Counter[str] = Counter()
+    for t, wi in zip(texts, w, strict=True):
+        for word in set(t.split()):
+            df[word] += wi
+    vocab = {word for word, share in df.items() if share >= min_share and word != "#"}
+    return project(texts[int(np.argmax(w))].split(), vocab)
