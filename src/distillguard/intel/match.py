@@ -132,73 +132,45 @@ class Matcher:
     def __len__(self) -> int:
         return len(self.indicators)
 
-    # -- indicator tables ------------------------------------------------------------------------------
-    def _table(self, idx: list[int], values: list[object], vtype: pa.DataType) -> pa.Table:
-        return pa.table(
-            {
-                "ind": pa.array(idx, pa.int64()),
-                "value": pa.array(values, vtype),
-            }
-        )
-
     def _idx(self, *types: IndicatorType) -> list[int]:
         return [k for t in types for k in self._by_type.get(t, [])]
 
     # -- matching ---------------------------------------------------------------------------------------
     def match(self, engine: Engine, tpl: Templates | None = None, source: str = "exchanges") -> Matches:
-        """Match the exchanges of `source` (and the scan's sampled skeletons `tpl`) against the indicators."""
-        parts: list[str] = []
+        """Match the exchanges of `source` (and the scan's sampled skeletons `tpl`) against the indicators.
+
+        Matching is done on values, not rows: for each matched column, the distinct values of the traffic
+        that some indicator matches (an address through its exact indicator or a range, an account id
+        through its digest under any epoch) form a small table, one row per value with its strongest
+        indicator; one pass over the exchanges then joins all of them and aggregates per account. An
+        exchange matched by several indicators of one kind counts once.
+        """
+        pairs: dict[str, list[tuple[object, int]]] = {}  # column -> (value, indicator) pairs
         ip = self._idx(IndicatorType.IPV4, IndicatorType.IPV6)
-        if ip:
-            engine.register_arrow(
-                "dg_intel_ip", self._table(ip, [self.indicators[k].value for k in ip], pa.string())
+        if ip or self._idx(IndicatorType.CIDR):
+            pairs["client_ip"] = [(self.indicators[k].value, k) for k in ip] + self._cidr_pairs(
+                engine, source
             )
-            parts.append(
-                f"SELECT e.exchange_id, e.account_id, e.ts, i.ind FROM {source} e "
-                "JOIN dg_intel_ip i ON e.client_ip = i.value"
-            )
-        cidr = self._idx(IndicatorType.CIDR)
-        if cidr:
-            parts.extend(self._cidr_sql(engine, cidr, source))
         asn = self._idx(IndicatorType.ASN)
         if asn:
-            engine.register_arrow(
-                "dg_intel_asn", self._table(asn, [int(self.indicators[k].value) for k in asn], pa.int64())
-            )
-            parts.append(
-                f"SELECT e.exchange_id, e.account_id, e.ts, i.ind FROM {source} e "
-                "JOIN dg_intel_asn i ON e.asn = i.value"
-            )
+            pairs["asn"] = [(int(self.indicators[k].value), k) for k in asn]
         ua = self._idx(IndicatorType.USER_AGENT)
         if ua:
-            engine.register_arrow(
-                "dg_intel_ua", self._table(ua, [self.indicators[k].value for k in ua], pa.string())
-            )
-            parts.append(
-                f"SELECT e.exchange_id, e.account_id, e.ts, i.ind FROM {source} e "
-                "JOIN dg_intel_ua i ON e.user_agent = i.value"
-            )
+            pairs["user_agent"] = [(self.indicators[k].value, k) for k in ua]
         for t, col in DIGEST_COLUMN.items():
             idx = self._idx(t)
             if idx:
-                parts.append(self._digest_sql(engine, t, col, idx, source))
+                pairs[col] = self._digest_pairs(engine, t, col, idx, source)
         n_acc = engine.query(f"SELECT account_id, count(*) AS n FROM {source} GROUP BY account_id")
         accounts = np.asarray(n_acc.column("account_id").to_pylist(), dtype=object)
         n_ex = np.asarray(n_acc.column("n").to_numpy(), dtype=np.float64)
         pos = {a: i for i, a in enumerate(accounts)}
-        if parts:
-            hits = engine.query(" UNION ALL ".join(parts))
-        else:
-            hits = pa.table(
-                {
-                    "exchange_id": pa.array([], pa.string()),
-                    "account_id": pa.array([], pa.string()),
-                    "ts": pa.array([], pa.timestamp("us", "UTC")),
-                    "ind": pa.array([], pa.int64()),
-                }
-            )
-        cols, counts = self._exchange_columns(hits, accounts, n_ex, pos)
-        sightings = self._sightings(hits)
+        cols = _empty_columns(len(accounts))
+        counts = dict.fromkeys(KINDS, 0)
+        pairs = {c: p for c, p in pairs.items() if p}
+        sightings = (
+            self._aggregate(engine, pairs, source, cols, counts, n_ex, pos) if pairs else _empty_sightings()
+        )
         if tpl is not None and self._idx(IndicatorType.SKELETON):
             skel_cols, skel_sight, n = self._skeleton_columns(tpl, pos)
             cols.update(skel_cols)
@@ -206,9 +178,10 @@ class Matcher:
             sightings = pa.concat_tables([sightings, skel_sight])
         return Matches(accounts=accounts, columns=cols, sightings=sightings, counts=counts)
 
-    def _cidr_sql(self, engine: Engine, idx: list[int], source: str) -> list[str]:
+    def _cidr_pairs(self, engine: Engine, source: str) -> list[tuple[object, int]]:
+        """(address, range indicator) for every distinct address of the traffic inside a reported range."""
         v4_lo, v4_hi, v4_i, v6 = [], [], [], []
-        for k in idx:
+        for k in self._idx(IndicatorType.CIDR):
             net = ipaddress.ip_network(self.indicators[k].value)
             if net.version == 4:
                 v4_lo.append(int(net.network_address))
@@ -216,7 +189,7 @@ class Matcher:
                 v4_i.append(k)
             else:
                 v6.append((k, net))
-        out = []
+        out: list[tuple[object, int]] = []
         if v4_i:
             engine.register_arrow(
                 "dg_intel_cidr4",
@@ -228,115 +201,161 @@ class Matcher:
                     }
                 ),
             )
-            # Distinct addresses first: the range join then runs over thousands of rows, not millions.
-            engine.materialize(
-                "dg_intel_cidr4_hits",
+            # Distinct addresses first: the range join runs over thousands of rows, not millions.
+            hits = engine.query(
                 f"SELECT a.client_ip, c.ind FROM (SELECT client_ip, {_IPV4_NUM} AS ipn FROM "
                 f"(SELECT DISTINCT client_ip FROM {source} WHERE client_ip LIKE '%.%.%.%' "
                 "AND client_ip NOT LIKE '%:%')) a "
-                "JOIN dg_intel_cidr4 c ON a.ipn BETWEEN c.lo AND c.hi",
+                "JOIN dg_intel_cidr4 c ON a.ipn BETWEEN c.lo AND c.hi"
             )
-            out.append(
-                f"SELECT e.exchange_id, e.account_id, e.ts, h.ind FROM {source} e "
-                "JOIN dg_intel_cidr4_hits h ON e.client_ip = h.client_ip"
-            )
+            out.extend(zip(hits.column("client_ip").to_pylist(), hits.column("ind").to_pylist(), strict=True))
         if v6:
             # IPv6 ranges are rare in intel: test the distinct IPv6 addresses of the traffic in Python.
             addrs = engine.query(f"SELECT DISTINCT client_ip FROM {source} WHERE client_ip LIKE '%:%'")
-            pairs = [
-                (a, k)
-                for a in addrs.column("client_ip").to_pylist()
-                for k, net in v6
-                if ipaddress.ip_address(a) in net
-            ]
-            engine.register_arrow(
-                "dg_intel_cidr6_hits",
-                pa.table(
-                    {
-                        "client_ip": pa.array([p[0] for p in pairs], pa.string()),
-                        "ind": pa.array([p[1] for p in pairs], pa.int64()),
-                    }
-                ),
-            )
-            out.append(
-                f"SELECT e.exchange_id, e.account_id, e.ts, h.ind FROM {source} e "
-                "JOIN dg_intel_cidr6_hits h ON e.client_ip = h.client_ip"
-            )
+            for a in addrs.column("client_ip").to_pylist():
+                addr = ipaddress.ip_address(a)
+                out.extend((a, k) for k, net in v6 if addr in net)
         return out
 
-    def _digest_sql(self, engine: Engine, t: IndicatorType, col: str, idx: list[int], source: str) -> str:
+    def _digest_pairs(
+        self, engine: Engine, t: IndicatorType, col: str, idx: list[int], source: str
+    ) -> list[tuple[object, int]]:
+        """(raw value, indicator) for the distinct values of `col` whose keyed digest is reported."""
         assert self.keyring is not None
-        distinct = engine.query(f"SELECT DISTINCT {col} AS v FROM {source} WHERE {col} IS NOT NULL")
-        raw = distinct.column("v").to_pylist()
+        raw = engine.query(f"SELECT DISTINCT {col} AS v FROM {source} WHERE {col} IS NOT NULL").column("v")
+        values = raw.to_pylist()
         by_digest: dict[tuple[int, str], list[int]] = {}
         for k in idx:
             ind = self.indicators[k]
             by_digest.setdefault((int(ind.key_epoch or 0), ind.value), []).append(k)
-        vals, inds = [], []
+        out: list[tuple[object, int]] = []
         for epoch in sorted({e for e, _ in by_digest}):
-            for v, d in zip(raw, self.keyring.digests(t, raw, epoch), strict=True):
-                for k in by_digest.get((epoch, d), ()):
-                    vals.append(v)
-                    inds.append(k)
-        name = f"dg_intel_{t.value}"
-        engine.register_arrow(
-            name, pa.table({"v": pa.array(vals, pa.string()), "ind": pa.array(inds, pa.int64())})
+            for v, d in zip(values, self.keyring.digests(t, values, epoch), strict=True):
+                out.extend((v, k) for k in by_digest.get((epoch, d), ()))
+        return out
+
+    def _aggregate(
+        self,
+        engine: Engine,
+        pairs: dict[str, list[tuple[object, int]]],
+        source: str,
+        cols: dict[str, np.ndarray],
+        counts: dict[str, int],
+        n_ex: np.ndarray,
+        pos: dict[str, int],
+    ) -> pa.Table:
+        """One pass over the exchanges joined to the per-column value tables; returns the sightings."""
+        score = np.where(self.blocking, 1000.0, 0.0) + self.confidence  # blocking first, then confidence
+        kinds: dict[str, list[str]] = {}
+        joins, value_cols = [], []
+        for c, (col, ps) in enumerate(pairs.items()):
+            best: dict[object, int] = {}
+            for v, k in ps:
+                if v not in best or score[k] > score[best[v]]:
+                    best[v] = k
+            vals = list(best)
+            ks = np.array([best[v] for v in vals], dtype=np.int64)
+            vtype = pa.int64() if col == "asn" else pa.string()
+            engine.register_arrow(
+                f"dg_m{c}",
+                pa.table(
+                    {
+                        "value": pa.array(vals, vtype),
+                        "ind": pa.array(ks, pa.int64()),
+                        "conf": pa.array(self.confidence[ks], pa.float64()),
+                        "blk": pa.array(np.where(self.blocking[ks], self.confidence[ks], 0.0), pa.float64()),
+                        "score": pa.array(score[ks], pa.float64()),
+                    }
+                ),
+            )
+            joins.append(f"LEFT JOIN dg_m{c} m{c} ON e.{col} = m{c}.value")
+            value_cols.append((c, col))
+            kind = KIND_OF[self.indicators[int(ks[0])].type] if len(ks) else "address"
+            kinds.setdefault(kind, []).append(f"m{c}")
+        sel = ["e.account_id"]
+        for kind, ms in kinds.items():
+            # the strongest of this kind's joins on each row (several columns for identity)
+            sc = f"greatest({', '.join(f'coalesce({m}.score, -1)' for m in ms)})"
+            ind = "CASE " + " ".join(f"WHEN {m}.score = {sc} THEN {m}.ind" for m in ms) + " END"
+            conf = "CASE " + " ".join(f"WHEN {m}.score = {sc} THEN {m}.conf" for m in ms) + " END"
+            blk = f"greatest({', '.join(f'coalesce({m}.blk, 0)' for m in ms)})"
+            any_ = " OR ".join(f"{m}.value IS NOT NULL" for m in ms)
+            sel += [
+                f"count(CASE WHEN {any_} THEN 1 END) AS {kind}_n",
+                f"max({conf}) AS {kind}_conf",
+                f"max({blk}) AS {kind}_blk",
+                f"{{argmax({ind}, {sc})}} AS {kind}_ind",
+                f"{{argmax(CASE WHEN {any_} THEN e.exchange_id END, {sc})}} AS {kind}_ex",
+            ]
+        filt = " OR ".join(f"m{c}.value IS NOT NULL" for c, _ in value_cols)
+        agg = engine.query(
+            f"SELECT {', '.join(sel)} FROM {source} e {' '.join(joins)} WHERE {filt} GROUP BY e.account_id"
         )
-        return (
-            f"SELECT e.exchange_id, e.account_id, e.ts, i.ind FROM {source} e JOIN {name} i ON e.{col} = i.v"
-        )
+        at = np.array([pos[a] for a in agg.column("account_id").to_pylist()], dtype=np.int64)
+        for kind in kinds:
+            n = np.asarray(agg.column(f"{kind}_n").to_numpy(zero_copy_only=False), dtype=np.float64)
+            hit = n > 0
+            a = at[hit]
+            counts[kind] = int(n.sum())
+            share = np.zeros(len(n_ex))
+            share[a] = n[hit] / np.maximum(n_ex[a], 1.0)
+            cols[f"intel_{kind}_share"] = share
+            cols[f"intel_{kind}_conf"][a] = np.asarray(agg.column(f"{kind}_conf").to_pylist(), dtype=float)[
+                hit
+            ]
+            cols[f"intel_{kind}_block"][a] = np.asarray(agg.column(f"{kind}_blk").to_pylist(), dtype=float)[
+                hit
+            ]
+            inds = np.asarray(agg.column(f"{kind}_ind").to_pylist(), dtype=object)[hit]
+            cols[f"intel_{kind}_indicator"][a] = [self.indicators[int(k)].id for k in inds]
+            cols[f"intel_{kind}_example"][a] = np.asarray(agg.column(f"{kind}_ex").to_pylist(), dtype=object)[
+                hit
+            ]
+        return self._sightings(engine, pairs, value_cols, source)
 
-    def _kind_array(self) -> np.ndarray:
-        return np.array([KINDS.index(KIND_OF[i.type]) for i in self.indicators] or [0], dtype=np.int64)
-
-    def _exchange_columns(
-        self, hits: pa.Table, accounts: np.ndarray, n_ex: np.ndarray, pos: dict[str, int]
-    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        n = len(accounts)
-        cols = _empty_columns(n)
-        counts = dict.fromkeys(KINDS, 0)
-        if hits.num_rows == 0:
-            return cols, counts
-        ind = np.asarray(hits.column("ind").to_numpy(), dtype=np.int64)
-        acc = np.array([pos[a] for a in hits.column("account_id").to_pylist()], dtype=np.int64)
-        ex = np.asarray(hits.column("exchange_id").to_pylist(), dtype=object)
-        kind = self._kind_array()[ind]
-        conf = self.confidence[ind]
-        block = np.where(self.blocking[ind], conf, 0.0)
-        for k, name in enumerate(KINDS):
-            sel = kind == k
-            if not sel.any():
-                continue
-            # an exchange matched by two indicators of one kind (an address and its range) counts once
-            key = np.unique(np.stack([acc[sel], _ids(ex[sel])], axis=1), axis=0)
-            counts[name] = len(key)
-            matched = np.bincount(key[:, 0], minlength=n).astype(np.float64)
-            cols[f"intel_{name}_share"] = matched / np.maximum(n_ex, 1.0)
-            _best(cols, name, acc[sel], conf[sel], block[sel], ind[sel], ex[sel], self.indicators)
-        return cols, counts
-
-    def _sightings(self, hits: pa.Table) -> pa.Table:
-        if hits.num_rows == 0:
-            return _empty_sightings()
-        import duckdb
-
-        con = duckdb.connect()
-        try:
-            con.register("h", hits)
-            t = con.sql(
-                "SELECT ind, count(DISTINCT exchange_id) AS n, min(ts) AS first_seen, max(ts) AS last_seen, "
-                "count(DISTINCT account_id) AS accounts FROM h GROUP BY ind ORDER BY ind"
-            ).to_arrow_table()
-        finally:
-            con.close()
-        ids = [self.indicators[k].id for k in t.column("ind").to_pylist()]
+    def _sightings(
+        self,
+        engine: Engine,
+        pairs: dict[str, list[tuple[object, int]]],
+        value_cols: list[tuple[int, str]],
+        source: str,
+    ) -> pa.Table:
+        """Per indicator: exchanges, first and last time, accounts (every indicator that matched a value,
+        not only the strongest)."""
+        per_value: list[tuple[int, tuple]] = []
+        for c, col in value_cols:
+            t = engine.query(
+                f"SELECT e.{col} AS value, count(*) AS n, min(e.ts) AS first_seen, max(e.ts) AS last_seen, "
+                f"count(DISTINCT e.account_id) AS accounts FROM {source} e "
+                f"WHERE e.{col} IN (SELECT value FROM dg_m{c}) GROUP BY e.{col}"
+            )
+            stats = {
+                v: (n, f, l_, a)
+                for v, n, f, l_, a in zip(
+                    t.column("value").to_pylist(),
+                    t.column("n").to_pylist(),
+                    t.column("first_seen").to_pylist(),
+                    t.column("last_seen").to_pylist(),
+                    t.column("accounts").to_pylist(),
+                    strict=True,
+                )
+            }
+            per_value.extend((k, stats[v]) for v, k in pairs[col] if v in stats)
+        agg: dict[int, list] = {}
+        for k, (n, f, l_, a) in per_value:
+            e = agg.setdefault(k, [0, f, l_, 0])
+            e[0] += n
+            e[1] = min(e[1], f)
+            e[2] = max(e[2], l_)
+            e[3] += a  # an upper bound when one indicator matched several values of one account
+        ks = sorted(agg)
         return pa.table(
             {
-                "indicator_id": pa.array(ids, pa.string()),
-                "n": t.column("n").cast(pa.int64()),
-                "first_seen": t.column("first_seen").cast(pa.timestamp("us", "UTC")),
-                "last_seen": t.column("last_seen").cast(pa.timestamp("us", "UTC")),
-                "accounts": t.column("accounts").cast(pa.int64()),
+                "indicator_id": pa.array([self.indicators[k].id for k in ks], pa.string()),
+                "n": pa.array([agg[k][0] for k in ks], pa.int64()),
+                "first_seen": pa.array([agg[k][1] for k in ks], pa.timestamp("us", "UTC")),
+                "last_seen": pa.array([agg[k][2] for k in ks], pa.timestamp("us", "UTC")),
+                "accounts": pa.array([agg[k][3] for k in ks], pa.int64()),
             }
         )
 
@@ -394,12 +413,6 @@ class Matcher:
             }
         )
         return cols, sight, int(matched.sum())
-
-
-def _ids(ex: np.ndarray) -> np.ndarray:
-    """Exchange ids as integers (for np.unique over pairs)."""
-    _, inv = np.unique(ex.astype(str), return_inverse=True)
-    return inv.astype(np.int64)
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ _DUCKDB: dict[str, Macro] = {
     "epoch": lambda ts: f"(epoch_us({ts}) / 1e6)",
     "hour": lambda ts: f"hour({ts})",
     "day": lambda ts: f"CAST(date_trunc('day', {ts}) AS DATE)",
+    "argmax": lambda x, by: f"arg_max({x}, {by})",
 }
 
 # -- Spark: the same patterns, spelled so java.util.regex reads them as RE2 does --------------------
@@ -169,6 +170,7 @@ _SPARK: dict[str, Macro] = {
     "epoch": lambda ts: f"(unix_micros({ts}) / 1e6)",
     "hour": lambda ts: f"hour({ts})",
     "day": lambda ts: f"to_date({ts})",
+    "argmax": lambda x, by: f"max_by({x}, {by})",
 }
 DIALECTS: dict[str, dict[str, Macro]] = {"duckdb": _DUCKDB, "spark": _SPARK}
 
