@@ -111,11 +111,58 @@ class ScanConfig(BaseModel):
         "amplifies evidence, it does not create it (a shared cloud NAT or public benchmark is not guilt).",
     )
     examples: int = Field(3, description="Example exchange ids kept per finding.")
+    slice_min_exchanges: int = Field(
+        20,
+        ge=0,
+        description="Exchanges an account's client slice (its requests with one request configuration) "
+        "needs before it is scored on its own; 0 turns client slices off.",
+    )
+    slice_max_share: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="A slice with more of its account's exchanges than this is the account itself (not rescored).",
+    )
+
+
+class PublishConfig(BaseModel):
+    """What `distillguard intel publish` shares of a campaign (see distillguard.intel.publish)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_level: str = Field("suspect", description="Campaigns at or above this level are published.")
+    tlp: str = Field("amber", description="TLP 2.0 marking: clear, green, amber, amber+strict or red.")
+    ip_purity: float = Field(
+        0.8, ge=0, le=1, description="Share of an address's traffic that must be the campaign's."
+    )
+    asn_purity: float = Field(0.5, ge=0, le=1)
+    ua_purity: float = Field(1.0, ge=0, le=1)
+    fp_purity: float = Field(1.0, ge=0, le=1, description="Organisations, payment and device fingerprints.")
+    template_purity: float = Field(0.8, ge=0, le=1)
+    valid_days: int = Field(90, ge=1, description="Indicators expire this many days after publishing.")
+
+
+class IntelConfig(BaseModel):
+    """The threat-intel exchange: where indicators live, our identity, the consortium key."""
+
+    model_config = ConfigDict(extra="forbid")
+    db: str = Field("intel.db", description="Indicator store: an SQLite path or a PostgreSQL URL.")
+    keyring: Path = Field(
+        Path("consortium.keys"), description="Consortium keyring (`distillguard intel keygen`)."
+    )
+    org: str = Field("local", description="Our organisation's name, as other members see it.")
+    skeleton_threshold: float = Field(
+        0.5, gt=0, le=1, description="Estimated Jaccard similarity at which a template sketch matches."
+    )
+    block_confidence: float = Field(
+        50, ge=0, le=100, description="Decayed confidence an indicator needs to block on its own."
+    )
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scan: ScanConfig = Field(default_factory=ScanConfig)
+    intel: IntelConfig = Field(default_factory=IntelConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
 

@@ -17,6 +17,9 @@ POSITIVE = {
         "You are asked to come up with a set of 20 diverse task instructions. These task instructions will be "
         "given to a GPT model and we will evaluate the GPT model for completing the instructions.",
         "Please brainstorm a list of 50 varied tasks a user might ask an AI model to perform.",
+        # the Self-Instruct paper's own prompt: seed tasks, then the next number left open
+        "Come up with a series of tasks:\n\nTask 1: Give three tips for staying healthy.\nTask 2: Sort "
+        "these numbers.\nTask 3:",
     ],
     "evol_instruct": [
         "I want you act as a Prompt Rewriter. #Given Prompt#: sort a list. #Rewritten Prompt#:",

@@ -33,12 +33,24 @@ def _cut(col: str) -> str:
 
 
 _PROMPT_CUT = _cut("e.prompt")
+# The request configuration a client program sets (sampling and output parameters): the key of an
+# account's client slices (see `detect.slices`). Not the model (a harvester switches models, a harness
+# compares them), nor parameters only some models take (reasoning effort), so one program is one slice.
+CLIENT_PARAMS = ("max_tokens", "temperature", "top_p", "n", "logprobs", "top_logprobs")
+CLIENT_KEY_SQL = (
+    "{hash(concat("
+    + ", '|', ".join(f"coalesce(lower(CAST(e.{c} AS STRING)), '-')" for c in CLIENT_PARAMS)
+    + "))}"
+)
 BASE_COLUMNS = (
     """
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
     e.logprobs, e.top_logprobs, e.completion_tokens, e.reasoning_effort, e.reasoning_tokens,
     e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt,
-    {hash(coalesce(e.prompt, ''))} AS pkey,
+    {hash(coalesce(e.prompt, ''))} AS pkey,"""
+    f"""
+    {CLIENT_KEY_SQL} AS ckey,"""
+    """
     m.first_t AS model_first_t,"""
     f"""
     lower({_PROMPT_CUT}) AS ptxt
@@ -95,6 +107,7 @@ ROW_KEEP = (
     "user_turns",
     "history_overlap",
     "pkey",
+    "ckey",
 )
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from distillguard.config import Config
-from distillguard.detect import features, scoring, skeletons
+from distillguard.detect import features, scoring, skeletons, slices
 from distillguard.detect.evidence import Verdict
+from distillguard.detect.signals import release
 from distillguard.detect.signals.base import Signal, signals
 from distillguard.exchange import Exchange, rows_to_batch, to_row
 from distillguard.store.engine import DuckDBEngine
@@ -109,19 +110,17 @@ class OnlineScorer:
         features.materialize_rows(eng, self._sigs)
         tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
         peer, peer_tok = self._peers()
-        sc = score_accounts(
-            eng,
-            self._sigs,
-            self.cfg,
-            tpl,
-            {"peer_per_day": np.array([peer]), "peer_tok_per_day": np.array([peer_tok])},
-        )
+        peers = {"peer_per_day": np.array([peer]), "peer_tok_per_day": np.array([peer_tok])}
+        sc = score_accounts(eng, self._sigs, self.cfg, tpl, peers)
+        # the account's client slices, scored like the batch scan scores them (see detect.slices)
+        peers["release_base"] = np.array([release.adoption_base(sc.cols)])
+        lifted = slices.lift(sc, slices.score_slices(eng, self._sigs, self.cfg, sc, tpl, peers), self.cfg)
         s = float(sc.score[0])
+        evidence = scoring.evidence_for(0, sc.findings, sc.contrib, self.cfg.scan.examples)
+        if 0 in lifted:
+            evidence.insert(0, lifted[0])
         return Verdict(
-            account_id=account_id,
-            score=s,
-            level=scoring.level_of(s, self.cfg.scoring),
-            evidence=scoring.evidence_for(0, sc.findings, sc.contrib, self.cfg.scan.examples),
+            account_id=account_id, score=s, level=scoring.level_of(s, self.cfg.scoring), evidence=evidence
         )
 
     def close(self) -> None:

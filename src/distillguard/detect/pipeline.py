@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.config import Config
-from distillguard.detect import calibration, features, scoring, skeletons
+from distillguard.detect import calibration, features, scoring, skeletons, slices
 from distillguard.detect.campaigns import Campaigns, link
 from distillguard.detect.evidence import Evidence, Level
 from distillguard.detect.signals.base import Finding, Signal, ramp, signals
@@ -149,6 +149,12 @@ def score_exchanges(
     tm["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    say("scoring client slices")
+    # Before campaigns: a slice's score is the account's own evidence.
+    slice_evidence = slices.lift(acc, slices.score_slices(engine, sigs, cfg, acc, tpl), cfg)
+    tm["slices"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     say("linking accounts into campaigns")
     topics = np.stack([v for k, v in sorted(acc.cols.items()) if k.startswith("topic_")], axis=1)
     camp = link(
@@ -219,6 +225,8 @@ def score_exchanges(
     evidence = [
         scoring.evidence_for(i, acc.findings, acc.contrib, cfg.scan.examples) for i in range(len(acc.ids))
     ]
+    for k, ev in slice_evidence.items():
+        evidence[k].insert(0, ev)
     for i in np.flatnonzero(camp.label >= 0):
         c = int(camp.label[i])
         if camp_scored is not None and camp_scored.score[c] > acc.score[i] and final[i] > acc.score[i]:

@@ -62,6 +62,7 @@ class Templates:
     cnt: np.ndarray  # rows of the account with exactly this skeleton
     length: np.ndarray  # skeleton length in characters
     skel: pa.Array  # the masked skeleton text (for sketches shared as intel; never the raw prompt)
+    key: np.ndarray | None = None  # object, the skeleton key (`skey`) of each sampled skeleton
 
 
 def templates(
@@ -85,6 +86,7 @@ def templates(
         cnt=np.asarray(t.column("cnt").to_numpy(zero_copy_only=False), dtype=np.float64),
         length=length,
         skel=skel,
+        key=np.asarray(t.column("skey").to_pylist(), dtype=object),
     )
 
 
@@ -98,6 +100,7 @@ def relabel(tpl: Templates, group_of: dict[str, str]) -> Templates:
         cnt=tpl.cnt[keep],
         length=tpl.length[keep],
         skel=tpl.skel.take(pa.array(idx, pa.int64())),
+        key=tpl.key[keep] if tpl.key is not None else None,
     )
 
 

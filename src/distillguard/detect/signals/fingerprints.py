@@ -20,6 +20,8 @@ FINGERPRINTS: dict[str, str] = {
         r"(come up with|generate|brainstorm|create|write|produce|propose|list|give me)[^.\n]{0,40}\b\d+\s+"
         r"(\w+\s+){0,3}(task |)(instructions|tasks|prompts|questions|queries)\b"
         r"|instructions? will be (given|sent) to an? (gpt|language|ai|llm)"
+        # the Self-Instruct paper's own generation prompt ("Come up with a series of tasks:", then Task 1..8)
+        r"|come up with a (series|list|set) of (new |more |diverse )?tasks"
         r"|(diverse|varied|different) (task )?instructions?[^\n]{0,80}(gpt|language model|llm|ai model)"
     ),
     "evol_instruct": (

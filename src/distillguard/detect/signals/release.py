@@ -36,8 +36,8 @@ class ReleaseReaction:
     def evaluate(self, cols: Columns) -> list[Finding]:
         win = np.asarray(cols["rel_window_n"], dtype=np.float64)
         share = safe_div(cols["rel_on_new_n"], win)
-        active = win >= 5
-        base = float(np.median(share[active])) if active.any() else 0.0
+        # The baseline is the accounts' median; parts of accounts (client slices) are given it.
+        base = float(cols["release_base"][0]) if "release_base" in cols else adoption_base(cols)
         lift = share - base
         return [
             Finding(
@@ -48,3 +48,11 @@ class ReleaseReaction:
                 "{value:.0%} of its requests in the 24 h after a model release went to the new model",
             )
         ]
+
+
+def adoption_base(cols: Columns) -> float:
+    """Median share of requests sent to the new model in its first 24 h, over the active units."""
+    win = np.asarray(cols["rel_window_n"], dtype=np.float64)
+    share = safe_div(cols["rel_on_new_n"], win)
+    active = win >= 5
+    return float(np.median(share[active])) if active.any() else 0.0
