@@ -75,7 +75,7 @@ def indicators(con: object, keyring: object, seed: int = 1) -> list:
         add(t, keyring.digest(t, raw), key_epoch=keyring.current)  # type: ignore[attr-defined]
     from distillguard.intel.privacy import encode_sketch
 
-    words = "solve explain write grade summarize translate the a of to and step by reasoning answer".split()
+    words = ["solve", "explain", "write", "grade", "summarize", "translate", "the", "a", "of", "to", "and", "step", "by", "reasoning", "answer"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(12, 40))) for _ in range(10_000)]
     for sk in keyring.sketch(texts):  # type: ignore[attr-defined]
         add(IndicatorType.SKELETON, encode_sketch(sk), key_epoch=keyring.current)  # type: ignore[attr-defined]
