@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import typer
@@ -17,6 +18,10 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True, soft_wrap=True)
+
+from distillguard.intel.cli import intel_app  # noqa: E402 - after `app`, whose sub-command it is
+
+app.add_typer(intel_app, name="intel")
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -158,6 +163,10 @@ def scan(
     config: Path | None = typer.Option(None, "--config", help="TOML config (default ./distillguard.toml)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when any row was quarantined."),
     top: int = typer.Option(10, "--top", help="Campaigns and accounts shown in the summary."),
+    intel: bool = typer.Option(
+        False, "--intel", help="Match traffic against the indicator store ([intel] db) and record sightings."
+    ),
+    intel_db: str | None = typer.Option(None, "--intel-db", help="Indicator store (implies --intel)."),
 ) -> None:
     """Score every account for distillation behaviour and link accounts into campaigns."""
     from distillguard.config import ConfigError, load
@@ -192,16 +201,47 @@ def scan(
         def on_step(msg: str) -> None:
             prog.update(task, description=msg)
 
+        matcher, store = None, None
+        if intel or intel_db:
+            matcher, store = _intel_matcher(cfg, intel_db)
         try:
-            res, summary = run_scan(logs, out, fmt, cfg, engine, on_step, on_ingest)
+            res, summary = run_scan(logs, out, fmt, cfg, engine, on_step, on_ingest, matcher=matcher)
         except (IngestError, ValueError) as e:
+            if store is not None:
+                store.close()
             fail(str(e))
+    if store is not None:
+        from distillguard.intel.cli import our_org, record_sightings
+
+        with store:
+            if res.intel is not None:
+                n = record_sightings(store, res.intel.sightings, our_org(cfg.intel.org).id)
+                console.print(
+                    f"intel: {summary['intel']['indicators_matched']} indicators matched, {n} sightings recorded"
+                )
     print_scan(res, summary, out, top)
     if strict and summary["quarantined"]:
         console.print(
             f"[bold red]strict:[/] {summary['quarantined']} rows quarantined in {out / 'quarantine.jsonl'}"
         )
         raise typer.Exit(3)
+
+
+def _intel_matcher(cfg: Any, db: str | None) -> tuple[Any, Any]:
+    """The indicator store and a matcher over its indicators in force now (keyed ones need the keyring)."""
+    from datetime import UTC, datetime
+
+    from distillguard.intel.cli import _keyring, _store
+    from distillguard.intel.match import Matcher, MatchError
+
+    store = _store(db, cfg.intel)
+    try:
+        kr = _keyring(None, cfg.intel, required=False)
+        m = Matcher.from_store(store, kr, datetime.now(UTC), skeleton_threshold=cfg.intel.skeleton_threshold)
+    except MatchError as e:
+        store.close()
+        fail(str(e))
+    return m, store
 
 
 @app.command("eval")

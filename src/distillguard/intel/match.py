@@ -125,8 +125,9 @@ class Matcher:
     def from_store(cls, store: object, keyring: Keyring | None, at: datetime, **kw: object) -> Matcher:
         """All active indicators of an `IntelStore`, with their decayed confidence and block policy."""
         inds = list(store.indicators(active_at=at))  # type: ignore[attr-defined]
-        conf = [store.effective_confidence(i, at) for i in inds]  # type: ignore[attr-defined]
-        block = [store.assess(i, at).blocks for i in inds]  # type: ignore[attr-defined]
+        assessed = store.assess_many(inds, at)  # type: ignore[attr-defined]
+        conf = [a.confidence for a in assessed]
+        block = [a.blocks for a in assessed]
         return cls(inds, conf, block, keyring, **kw)  # type: ignore[arg-type]
 
     def __len__(self) -> int:

@@ -153,6 +153,32 @@ def create_collection(
     return cid
 
 
+def root_exists(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(ApiRoot.pk).where(ApiRoot.name == name)).first() is not None
+
+
+def add_local(engine: Engine, collection: str, objects: Sequence[Any]) -> dict[str, Any]:
+    """Add objects to one of this server's collections (by id, title or alias) without going through
+    HTTP: how `distillguard intel publish` offers what it published. Returns the status resource."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Collection.pk, Collection.api_root_pk, Collection.id).where(
+                (Collection.id == collection)
+                | (Collection.title == collection)
+                | (Collection.alias == collection)
+            )
+        ).all()
+    if not rows:
+        raise TaxiiStoreError(
+            f"no collection {collection!r} on this server (`distillguard intel collection` creates one)"
+        )
+    if len(rows) > 1:
+        raise TaxiiStoreError(f"{len(rows)} collections are called {collection!r}; give its id")
+    pk, root_pk, _ = rows[0]
+    return ingest(engine, pk, objects, api_root_pk=root_pk, key_pk=None)
+
+
 Right = Literal["r", "w", "rw"]
 
 
