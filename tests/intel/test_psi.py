@@ -35,3 +35,36 @@ def test_bad_input_is_a_clear_error() -> None:
         PsiServer([item("asn", "1")]).answer(b"\x00\x00")
     with pytest.raises(PsiError, match="empty"):
         PsiClient().request([])
+
+
+def test_psi_over_http_with_the_intel_server(tmp_path) -> None:
+    """A member asks our server about its values with an API key; it learns the intersection, and TLP:RED
+    indicators never take part."""
+    from distillguard.intel.indicator import TLP, Indicator, Records
+    from distillguard.intel.psi import query
+    from distillguard.intel.store import IntelStore
+    from distillguard.intel.taxii import create_api_key
+    from distillguard.intel.taxii.server import create_app, run_in_thread
+
+    st = IntelStore.open(tmp_path / "s.db")
+    st.add(
+        Records(
+            indicators=[
+                Indicator(type="ipv4", value="203.0.113.9", source_org="x", confidence=80),
+                Indicator(type="asn", value="64500", source_org="x", confidence=80),
+                Indicator(type="ipv4", value="203.0.113.66", source_org="x", confidence=80, tlp=TLP.RED),
+            ]
+        )
+    )
+    key = create_api_key(st.engine, "member")
+    mine = [
+        item("ipv4", "203.0.113.9"),
+        item("ipv4", "203.0.113.66"),
+        item("ipv4", "192.0.2.1"),
+        item("asn", "64500"),
+    ]
+    with run_in_thread(create_app(st.engine)) as url:
+        assert query(url, mine, key) == sorted([item("asn", "64500"), item("ipv4", "203.0.113.9")])
+        with pytest.raises(PsiError, match="401"):
+            query(url, mine, "dgk_wrong")
+    st.close()

@@ -491,3 +491,46 @@ def pull(
     console.print(
         f"pulled {len(objs):,} objects: {res.added} added, {res.updated} updated, {res.unchanged} unchanged"
     )
+
+
+@intel_app.command()
+def psi(
+    url: str = typer.Argument(..., help="A member's intel server (base URL or its /taxii2/ URL)."),
+    scan_dir: Path = typer.Argument(
+        ..., help="Output directory of `distillguard scan`: its addresses and ASNs are asked about."
+    ),
+    key_: str = typer.Option(..., "--key", envvar="DISTILLGUARD_TAXII_KEY", help="API key on that server."),
+) -> None:
+    """Private set intersection: which of our traffic's addresses and ASNs are in a member's indicators,
+    learning nothing else of their list and revealing none of ours but the count."""
+    import duckdb
+
+    from distillguard.intel.psi import PsiError, item, query
+
+    pq_path = scan_dir / "exchanges.parquet"
+    if not pq_path.exists():
+        fail(f"{scan_dir} has no exchanges.parquet: run `distillguard scan` first")
+    con = duckdb.connect()
+    try:
+        ips = [
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT client_ip FROM read_parquet('{pq_path.as_posix()}') WHERE client_ip IS NOT NULL"
+            ).fetchall()
+        ]
+        asns = [
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT asn FROM read_parquet('{pq_path.as_posix()}') WHERE asn IS NOT NULL"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    items = [item("ipv6" if ":" in ip else "ipv4", ip) for ip in ips] + [item("asn", str(a)) for a in asns]
+    try:
+        hits = query(url, items, key_)
+    except PsiError as e:
+        fail(str(e))
+    console.print(f"asked about {len(ips):,} addresses and {len(asns):,} ASNs: {len(hits):,} in their list")
+    for h in hits:
+        out.print(h)

@@ -118,3 +118,87 @@ def intersect_local(client_items: Sequence[str], server: PsiServer) -> list[str]
     """Both halves in one process (tests, and a member checking its own lists)."""
     c = PsiClient()
     return c.intersection(client_items, server.answer(c.request(client_items)))
+
+
+# -- over HTTP: the intel server answers at /psi/v1/ ---------------------------------------------------
+
+PSI_PATH = "psi/v1/"
+MEDIA_TYPE = "application/x-distillguard-psi"
+MAX_MESSAGE = 64 << 20
+CACHE_SECONDS = 60.0  # the server's set is rebuilt from the store at most this often
+
+
+def server_items(store: Any, at: Any) -> list[str]:
+    """What the server side offers: its IPv4, IPv6 and ASN indicators in force, never TLP:RED ones."""
+    from distillguard.intel.indicator import TLP
+
+    out = []
+    for t in PSI_TYPES:
+        for ind in store.indicators(type=t, active_at=at):
+            if ind.tlp is not TLP.RED:
+                out.append(item(t, ind.value))
+    return out
+
+
+def psi_route(engine: Any) -> Any:
+    """A Starlette route answering PSI queries from members holding any valid API key of the server."""
+    import time
+    from datetime import UTC, datetime
+
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from distillguard.intel.store import IntelStore
+    from distillguard.intel.taxii import store as taxii_store
+
+    cache: dict[str, Any] = {"at": 0.0, "server": None}
+
+    def current() -> PsiServer:
+        if cache["server"] is None or time.monotonic() - cache["at"] > CACHE_SECONDS:
+            st = IntelStore(engine)
+            cache["server"] = PsiServer(server_items(st, datetime.now(UTC)))
+            cache["at"] = time.monotonic()
+        return cache["server"]
+
+    async def answer(request: Request) -> Response:
+        from distillguard.intel.taxii.server import _token_from
+
+        token = _token_from(request.headers.get("authorization"))
+        acc = await run_in_threadpool(taxii_store.resolve, engine, token, None, None)
+        if acc.key_pk is None:
+            return JSONResponse({"title": "Unauthorized", "http_status": "401"}, 401)
+        body = await request.body()
+        if len(body) > MAX_MESSAGE:
+            return JSONResponse({"title": "Payload Too Large", "http_status": "413"}, 413)
+        try:
+            server = await run_in_threadpool(current)
+            reply = await run_in_threadpool(server.answer, body)
+        except PsiError as exc:
+            return JSONResponse({"title": "Bad Request", "description": str(exc), "http_status": "400"}, 400)
+        return Response(reply, media_type=MEDIA_TYPE)
+
+    return Route("/" + PSI_PATH, answer, methods=["POST"])
+
+
+def query(url: str, items: Sequence[str], key: str, timeout: float = 60.0) -> list[str]:
+    """Ask a member's server which of `items` are in its set; returns the intersection (ours only)."""
+    import httpx
+
+    if not items:
+        return []
+    client = PsiClient()
+    endpoint = url.split("/taxii2/")[0].rstrip("/") + "/" + PSI_PATH
+    try:
+        r = httpx.post(
+            endpoint,
+            content=client.request(items),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": MEDIA_TYPE},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise PsiError(f"POST {endpoint}: {type(exc).__name__}: {exc}") from exc
+    if r.status_code != 200:
+        raise PsiError(f"POST {endpoint}: HTTP {r.status_code}: {r.text[:200]}")
+    return client.intersection(items, r.content)

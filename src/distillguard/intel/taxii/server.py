@@ -438,6 +438,10 @@ def create_app(
     table = [Route(p, fn, methods=m) for p, fn, m in routes] + [
         Route(p.rstrip("/"), fn, methods=m) for p, fn, m in routes
     ]
+    # private set intersection for low-entropy indicators (addresses, ASNs), next to TAXII
+    from distillguard.intel.psi import psi_route
+
+    table.insert(0, psi_route(engine))
     app = Starlette(
         routes=table,
         exception_handlers={
