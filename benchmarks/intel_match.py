@@ -75,7 +75,23 @@ def indicators(con: object, keyring: object, seed: int = 1) -> list:
         add(t, keyring.digest(t, raw), key_epoch=keyring.current)  # type: ignore[attr-defined]
     from distillguard.intel.privacy import encode_sketch
 
-    words = ["solve", "explain", "write", "grade", "summarize", "translate", "the", "a", "of", "to", "and", "step", "by", "reasoning", "answer"]
+    words = [
+        "solve",
+        "explain",
+        "write",
+        "grade",
+        "summarize",
+        "translate",
+        "the",
+        "a",
+        "of",
+        "to",
+        "and",
+        "step",
+        "by",
+        "reasoning",
+        "answer",
+    ]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(12, 40))) for _ in range(10_000)]
     for sk in keyring.sketch(texts):  # type: ignore[attr-defined]
         add(IndicatorType.SKELETON, encode_sketch(sk), key_epoch=keyring.current)  # type: ignore[attr-defined]
@@ -110,8 +126,24 @@ def main() -> int:
     )
     features.materialize_rows(engine, [c() for c in signals().values()])
     tpl = skeletons.templates(engine)
+    # a tenth of the sketches are templates the traffic really runs (so LSH has hits to verify)
+    from distillguard.intel.indicator import Indicator, IndicatorType
+    from distillguard.intel.privacy import encode_sketch
+    from distillguard.intel.skeleton import projections
+
+    proj = sorted({p for p in projections(tpl).tolist() if p})
+    random_sk = [i for i in inds if i.type == "skeleton"]
+    real = [
+        Indicator(
+            type=IndicatorType.SKELETON,
+            value=encode_sketch(sk),
+            key_epoch=1,
+            source_org=random_sk[0].source_org,
+        )
+        for sk in keyring.sketch(proj[:: max(1, len(proj) // 1000)][:1000])
+    ]
     exact = Matcher([i for i in inds if i.type != "skeleton"], keyring=keyring)
-    lsh = Matcher([i for i in inds if i.type == "skeleton"], keyring=keyring)
+    lsh = Matcher(random_sk[len(real) :] + real, keyring=keyring)
     runs = []
     for r in range(args.runs):
         t0 = time.perf_counter()
