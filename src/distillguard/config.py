@@ -96,6 +96,12 @@ class ScanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: str = "duckdb"
     skeleton_sample: int = Field(64, ge=8, description="Distinct prompt skeletons sketched per account.")
+    skeleton_budget: int = Field(
+        1_000_000,
+        ge=1,
+        description="Sampled skeletons per scan: past it (accounts x skeleton_sample) the per-account "
+        "sample shrinks to fit, never below 16, so memory stays bounded on logs with many accounts.",
+    )
     skeleton_threshold: float = Field(0.4, gt=0, le=1, description="Jaccard similarity that links skeletons.")
     campaign_max_key_accounts: int = Field(
         200, description="An IP or template shared by more accounts than this is too common to link them."
@@ -109,6 +115,14 @@ class ScanConfig(BaseModel):
         le=1,
         description="Own score an account needs before its campaign's score is applied to it: membership "
         "amplifies evidence, it does not create it (a shared cloud NAT or public benchmark is not guilt).",
+    )
+    campaign_job_inherit_floor: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The same floor for a member linked to its campaign by a shared prompt template (or "
+        "template frame) as well as infrastructure: it sends the campaign's prompts, so the campaign's "
+        "score is its own evidence measured over the pooled exchanges.",
     )
     examples: int = Field(3, description="Example exchange ids kept per finding.")
     slice_min_exchanges: int = Field(

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from distillguard.detect import minhash
 
@@ -41,3 +42,37 @@ def test_cluster_links_templates_not_strangers() -> None:
     assert len(set(labels[:30].tolist())) == 1
     assert len(set(labels[30:].tolist())) == 200
     assert labels[0] not in set(labels[30:].tolist())
+
+
+def _cluster_reference(sk: np.ndarray, threshold: float, eligible: np.ndarray) -> np.ndarray:
+    """`cluster` written plainly, all at once (as it was before it was made frugal with memory)."""
+    n = sk.shape[0]
+    rows = np.flatnonzero(eligible)
+    keys = minhash.band_keys(sk[rows]).ravel()
+    idx = np.repeat(rows, minhash.BANDS)
+    order = np.argsort(keys, kind="stable")
+    ks, ids = keys[order], idx[order]
+    first = np.r_[True, ks[1:] != ks[:-1]]
+    head = ids[np.maximum.accumulate(np.where(first, np.arange(len(ks)), 0))]
+    cand = ids != head
+    a, b = head[cand], ids[cand]
+    lead = np.arange(n)
+    keep = minhash.similarity(sk[a], sk[b]) >= threshold
+    np.minimum.at(lead, b[keep], a[keep])
+    lead = lead[lead]
+    return np.unique(lead, return_inverse=True)[1].astype(np.int64)
+
+
+def test_cluster_in_chunks_matches_the_plain_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(400)]
+    stems = [" ".join(rng.choice(words, 30)) for _ in range(25)]
+    texts = [
+        stems[rng.integers(25)] + " " + " ".join(rng.choice(words, rng.integers(0, 12))) for _ in range(3000)
+    ]
+    sk = minhash.sketch(texts)
+    eligible = rng.random(len(texts)) > 0.1
+    expect = _cluster_reference(sk, 0.4, eligible)
+    assert len(set(expect.tolist())) < 2000  # templates were found: the comparison means something
+    monkeypatch.setattr(minhash, "_CHUNK", 97)  # many chunks, none aligned with anything
+    assert np.array_equal(minhash.cluster(sk, 0.4, eligible=eligible), expect)

@@ -88,6 +88,76 @@ def test_cot_pattern() -> None:
     assert not _duckdb_match(COT_PATTERN, "What is the capital of France?")
 
 
+# Requests for the answer's working, phrased in ways the pattern does not list word for word.
+COT_PARAPHRASES = [
+    "Solve the problem below and show every step of your reasoning before the final answer.",
+    "Write the function, then explain your design choices step by step.",
+    "Show all of your work and box the result.",
+    "Please show all the intermediate steps.",
+    "Walk me through your reasoning.",
+    "Lay out your complete thought process, then answer.",
+    "Spell out every step.",
+    "Write out all your calculations.",
+    "Justify each score before giving the final grade.",
+    "Reason carefully before answering.",
+    "Think it through first, then reply.",
+    "Let us reason about this.",
+    "Explain how you arrived at the result.",
+    "Go through your logic one step at a time.",
+    "Reveal your hidden thinking, then the answer.",
+    "Include your intermediate reasoning in the response.",
+    "Give a thorough derivation.",
+]
+# Asking about a subject's reasoning, a procedure's steps or someone's work is not asking for the answer's.
+COT_NEGATIVES = [
+    "Show me the steps to install Python on Windows.",
+    "Explain the logic of this regular expression.",
+    "Explain the reasoning behind the second amendment.",
+    "Explain how you would design a URL shortener.",
+    "Provide the steps to reproduce the bug.",
+    "Describe the work of Picasso.",
+    "What steps should I take to learn French?",
+    "Let's work on my support ticket together.",
+]
+
+
+@pytest.mark.parametrize("text", COT_PARAPHRASES)
+def test_cot_pattern_matches_paraphrases(text: str) -> None:
+    assert _duckdb_match(COT_PATTERN, text)
+
+
+@pytest.mark.parametrize("text", COT_NEGATIVES)
+def test_cot_pattern_ignores_subject_and_procedure_requests(text: str) -> None:
+    assert not _duckdb_match(COT_PATTERN, text)
+
+
+def test_cot_pattern_rate_on_real_user_prompts() -> None:
+    """Real users ask for steps now and then (arena-hard 3.2%, MT-bench 2.5% when this was written;
+    Vicuna's Fermi questions ask for step-by-step reasoning outright), and never inside a GSM8K question."""
+    rates = {}
+    for name, field in [
+        ("arena_hard_v0.1.jsonl", "prompt"),
+        ("mt_bench.jsonl", "turns"),
+        ("gsm8k_test.jsonl", "question"),
+    ]:
+        p = SHARED / name
+        if not p.exists():
+            pytest.skip("shared corpora not present")
+        texts: list[str] = []
+        for line in p.read_bytes().splitlines():
+            v = orjson.loads(line)[field]
+            texts += v if isinstance(v, list) else [v]
+        con = duckdb.connect()
+        con.execute("CREATE TABLE t AS SELECT unnest(?) AS x", [texts])
+        row = con.execute(
+            "SELECT avg(CASE WHEN regexp_matches(lower(x), ?) THEN 1 ELSE 0 END) FROM t", [COT_PATTERN]
+        ).fetchone()
+        assert row is not None
+        rates[name] = row[0]
+    assert rates["arena_hard_v0.1.jsonl"] < 0.05 and rates["mt_bench.jsonl"] < 0.05, rates
+    assert rates["gsm8k_test.jsonl"] == 0.0, rates
+
+
 def test_every_signal_declares_its_sql() -> None:
     for name, cls in signals().items():
         assert cls.name == name

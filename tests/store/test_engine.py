@@ -279,3 +279,80 @@ def test_make_engine() -> None:
         eng.close()
     with pytest.raises(ValueError, match="unknown engine"):
         make_engine("oracle")
+
+
+# -- memory: the skeleton sample at scale, spilling, giving memory back -------------------------------------
+
+
+def _exchanges(accounts: int, prompts: int) -> pa.Table:
+    """`prompts` distinct prompts (distinct skeletons: the words differ, not only numbers) per account."""
+    rows = [
+        {
+            "exchange_id": f"x{a}-{i}",
+            "account_id": f"acct{a}",
+            "ts": datetime(2026, 11, 1, tzinfo=UTC),
+            "model": "m",
+            "prompt": f"write a {'very ' * (i % 7)}short poem about topic {'abcdefghij'[i % 10]}{'z' * (i // 10)}",
+        }
+        for a in range(accounts)
+        for i in range(prompts)
+    ]
+    return pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+
+
+def test_skeleton_sample_size_shrinks_only_past_the_budget() -> None:
+    assert skeletons.sample_size(4_400, 64, 1_000_000) == 64  # a 1M-exchange log: unchanged
+    assert skeletons.sample_size(44_000, 64, 1_000_000) == 22  # 10M: the budget shared out
+    assert skeletons.sample_size(1_000_000, 64, 1_000_000) == skeletons.MIN_SAMPLE  # never below
+    assert skeletons.sample_size(1_000_000, 8, 1_000_000) == 8  # nor above what was asked for
+    assert skeletons.sample_size(10**9, 64, None) == 64
+
+
+def test_templates_budget_takes_a_prefix_of_each_accounts_sample(duck: DuckDBEngine) -> None:
+    """Under a budget each account keeps the first of the skeletons it would have kept (md5 order)."""
+    duck.register_arrow("exchanges", _exchanges(3, 40))
+    features.materialize_rows(duck, [cls() for cls in signals().values()])
+    full = skeletons.templates(duck, sample=32)
+    assert full.key is not None and len(full.cluster) == 3 * 32
+    small = skeletons.templates(duck, sample=32, budget=48)  # 3 accounts x 32 > 48: 16 each
+    assert small.key is not None and len(small.cluster) == 3 * skeletons.MIN_SAMPLE
+    for acct in ("acct0", "acct1", "acct2"):
+        keys = sorted(full.key[full.account_id == acct].tolist())
+        assert sorted(small.key[small.account_id == acct].tolist()) == keys[: skeletons.MIN_SAMPLE]
+    same = skeletons.templates(duck, sample=32, budget=3 * 32)  # exactly at the budget: unchanged
+    assert same.key is not None and same.key.tolist() == full.key.tolist()
+
+
+def test_duckdb_keeps_the_skeleton_sample_a_window(duck: DuckDBEngine) -> None:
+    """DuckDB's top-N rewrite of `row_number() <= N` holds its per-group lists outside the buffer pool,
+    where they cannot spill (it ran a 10M-exchange scan out of memory); the engine turns it off."""
+    duck.register_arrow("exchanges", _exchanges(2, 5))
+    features.materialize_rows(duck, [cls() for cls in signals().values()])
+    sql = skeletons.SAMPLE_SQL % {
+        "skel": skeletons.skeleton_sql("lower(e.prompt)"),
+        "sample": 4,
+        "rows": "dg_rows",
+        "source": "exchanges",
+    }
+    plan = "\n".join(str(r[1]) for r in duck.con.sql("EXPLAIN " + render(sql, "duckdb")).fetchall())
+    assert "WINDOW" in plan.upper()
+    assert "arg_min" not in plan
+    assert duck.query(sql).num_rows == 2 * 4
+
+
+def test_duckdb_spills_into_its_temp_directory_and_release_gives_memory_back(tmp_path: Path) -> None:
+    eng = DuckDBEngine(threads=1, memory_limit="64MB", temp_directory=tmp_path / "spill")
+    try:
+        eng.materialize("t", "SELECT range AS i, {hash(CAST(range AS VARCHAR))} AS k FROM range(2000000)")
+        used = "SELECT sum(memory_usage_bytes) AS m, sum(temporary_storage_bytes) AS s FROM duckdb_memory()"
+        assert eng.query(used).column("s")[0].as_py() > 0  # 2M md5 strings do not fit in 64 MB
+        assert (tmp_path / "spill").is_dir()
+        limit = "SELECT current_setting('memory_limit') AS v"
+        before = eng.query(limit).column("v")[0].as_py()
+        eng.release(keep="16MB")
+        assert eng.query(used).column("m")[0].as_py() <= 16 << 20
+        assert eng.query(limit).column("v")[0].as_py() == before  # restored
+        assert eng.query("SELECT count(DISTINCT k) AS n FROM t").column("n")[0].as_py() == 2_000_000
+    finally:
+        eng.close()
+    assert not (tmp_path / "spill").exists()  # DuckDB removes the directory it made

@@ -9,16 +9,25 @@ Accounts are linked through kinds of shared evidence, each a bipartite account x
   template    mostly the same templates: the Bhattacharyya coefficient of the two accounts'
               distributions over template clusters (MinHash-LSH of masked skeletons) is at least
               `TEMPLATE_OVERLAP`, so popular phrases in common are not a link, a shared job is
+  frame       the same template frame: the text an account repeats around its variable content (word
+              pairs in at least `FRAME_SHARE` of its prompts) is mostly the same text (Jaccard >=
+              `FRAME_OVERLAP`, `FRAME_MIN` pairs or more). A template that wraps long fillers (a
+              question, a document) leaves whole prompts too different to cluster, but the frame is
+              what the operation repeats; tested only on pairs that share infrastructure
   system      the same system prompt (40+ characters)
   payment     the same payment fingerprint, shared by at most `RARE_KEY_ACCOUNTS` accounts
   synchrony   activity in the same 10-minute buckets (cosine of bucket counts >= SYNC_MIN)
   topics      the same topic mix (cosine of topic counts >= TOPIC_MIN)
 Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua, device), content
-(template, system), identity (payment; counts twice), timing (synchrony) and topics (half a link).
+(template, frame, system), identity (payment; counts twice), timing (synchrony) and topics (half a link).
 Two accounts are linked when the groups they share add up to `min_link_types` *and* include
 infrastructure (network or identity): customers of the same SaaS vendor share content and timing but
 not machines, and an operation shares machines. Timing and topics are computed only for pairs that
 already share something else. Campaigns are the connected components with two or more accounts.
+
+`Campaigns.job_linked` marks the members linked to another member by a shared prompt template or frame
+*and* infrastructure: their own traffic is the campaign's job, so the campaign's pooled score is their
+own evidence measured over more exchanges (see `scan.campaign_inherit_floor` and docs/scoring.md).
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, vstack
 from scipy.sparse.csgraph import connected_components
 
+from distillguard.detect.minhash import _mix
 from distillguard.detect.skeletons import MIN_TEMPLATE_CHARS, Templates
 from distillguard.store.engine import Engine
 
@@ -71,6 +81,7 @@ KIND_GROUP = {
     "asn_ua": "network",
     "device": "network",
     "template": "content",
+    "frame": "content",
     "system": "content",
     "payment": "identity",
     "synchrony": "timing",
@@ -79,6 +90,14 @@ KIND_GROUP = {
 # A topic mix is shared by whole populations of ordinary users, so it only ever adds half a link.
 GROUP_WEIGHT = {"network": 1.0, "content": 1.0, "identity": 2.0, "timing": 1.0, "topics": 0.5}
 TEMPLATE_OVERLAP = 0.5
+# Template frames: word pairs in at least FRAME_SHARE of an account's (sampled, row-weighted) prompts, from
+# accounts with FRAME_MIN_ROWS rows or more; frames of fewer than FRAME_MIN pairs (about a sentence) are
+# phrases anyone may repeat, not a template.
+FRAME_SHARE = 0.5
+FRAME_MIN = 12
+FRAME_MIN_ROWS = 3
+FRAME_OVERLAP = 0.5
+JOB_KINDS = ("template", "frame")  # the kinds that say two accounts run the same prompt job
 
 
 @dataclass
@@ -88,6 +107,8 @@ class Campaigns:
     ids: list[str]  # campaign id per campaign index
     links: list[dict[str, int]] = field(default_factory=list)  # per campaign: linked pairs per kind
     members: list[np.ndarray] = field(default_factory=list)  # account indices per campaign
+    # per account: linked to another member of its campaign by a shared template or frame and infrastructure
+    job_linked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def _relation(acc_idx: np.ndarray, keys: np.ndarray, n_acc: int, max_accounts: int) -> csr_matrix | None:
@@ -123,10 +144,122 @@ def _template_links(tpl: Templates, idx: dict[str, int], n: int, max_accounts: i
         return None
     m = m[:, keep].tocsr()
     m.data = np.sqrt(m.data)
-    bc = (m @ m.T).tocsr()
-    bc.data = (bc.data >= TEMPLATE_OVERLAP).astype(np.float64)
-    bc.eliminate_zeros()
-    return bc
+    # In blocks of rows, thresholded as they come: the full product holds every pair of accounts that
+    # share any template (2.4 GB at 10M exchanges), the kept links a small fraction of it.
+    mt = m.T.tocsr()
+    blocks = []
+    for lo in range(0, n, _BLOCK_ROWS):
+        b = (m[lo : lo + _BLOCK_ROWS] @ mt).tocsr()
+        b.data = (b.data >= TEMPLATE_OVERLAP).astype(np.float64)
+        b.eliminate_zeros()
+        blocks.append(b)
+    return vstack(blocks, format="csr") if blocks else None
+
+
+_BLOCK_ROWS = 1024
+
+
+_DOC_BITS = 16  # texts per `_word_pairs` call: at most 2**16
+
+
+def _word_pairs(skel: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(skeleton index, hash) of every distinct pair of consecutive word shingles of each skeleton.
+
+    A word shingle is the 8 bytes from a word start (as the MinHash sketches read them), so a text costs
+    one value per word; a pair of consecutive ones spans two to three words.
+    """
+    arr = skel.cast(pa.large_string()).fill_null("")
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    buf = arr.buffers()[2]
+    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
+    data = (
+        np.frombuffer(buf, dtype=np.uint8)[base : base + total] if buf is not None else np.zeros(0, np.uint8)
+    )
+    offsets = offsets - base
+    # word starts: a non-space after a space, or at the start of a text (texts are back to back in `data`)
+    is_start = np.zeros(total, dtype=bool)
+    if total:
+        is_start[1:] = (data[:-1] == 32) & (data[1:] != 32)
+        firsts = offsets[:-1][offsets[:-1] < offsets[1:]]
+        is_start[firsts] = data[firsts] != 32
+    pos = np.flatnonzero(is_start)
+    doc = np.searchsorted(offsets, pos, side="right") - 1
+    end = offsets[1:][doc]
+    v = np.zeros(len(pos), dtype=np.uint64)
+    for j in range(8):
+        at = pos + j
+        b = np.where(at < end, data[np.minimum(at, max(total - 1, 0))], 0).astype(np.uint64)
+        v |= b << np.uint64(8 * j)
+    same = doc[1:] == doc[:-1]
+    h = _mix(_mix(v[:-1]) ^ v[1:])[same] if len(v) else np.zeros(0, np.uint64)
+    d = doc[:-1][same] if len(v) else np.zeros(0, np.int64)
+    if not len(h):
+        return d, h
+    # one distinct (skeleton, pair) each: both packed in one word (the hash loses the skeleton's bits, the
+    # same number whatever the call, so hashes of different calls compare)
+    if n > 1 << _DOC_BITS:
+        raise ValueError(f"at most {1 << _DOC_BITS} texts per call")
+    bits = np.uint64(_DOC_BITS)
+    key = np.sort(((h >> bits) << bits) | d.astype(np.uint64))
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    return (key & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64), key >> bits
+
+
+def _frames(tpl: Templates, idx: dict[str, int], n: int, accounts: np.ndarray) -> csr_matrix | None:
+    """Binary account x word-pair matrix of the template frames of `accounts` (indices into `idx`'s
+    numbering): the word pairs in at least FRAME_SHARE of an account's rows, FRAME_MIN of them or more."""
+    want = np.zeros(n, dtype=bool)
+    want[accounts] = True
+    t_acc = np.array([idx.get(a, -1) for a in tpl.account_id], dtype=np.int64)
+    sel = np.flatnonzero((t_acc >= 0) & want[np.maximum(t_acc, 0)])
+    if not len(sel):
+        return None
+    total = np.bincount(t_acc[sel], weights=tpl.cnt[sel], minlength=n)
+    acc_parts, key_parts, w_parts = [], [], []
+    for lo in range(0, len(sel), 1 << _DOC_BITS):  # bounded temporaries
+        part = sel[lo : lo + (1 << _DOC_BITS)]
+        d, h = _word_pairs(tpl.skel.take(pa.array(part, pa.int64())))
+        acc_parts.append(t_acc[part][d])
+        key_parts.append(h)
+        w_parts.append(tpl.cnt[part][d])
+    a, h, w = np.concatenate(acc_parts), np.concatenate(key_parts), np.concatenate(w_parts)
+    if not len(a):
+        return None
+    uh, hinv = np.unique(h, return_inverse=True)
+    m = csr_matrix((w, (a, hinv)), shape=(n, len(uh)))
+    m.sum_duplicates()
+    m = m.tocoo()
+    keep = (m.data >= FRAME_SHARE * total[m.row]) & (total[m.row] >= FRAME_MIN_ROWS)
+    keep &= (np.bincount(m.row[keep], minlength=n) >= FRAME_MIN)[m.row]
+    if not keep.any():
+        return None
+    return csr_matrix((np.ones(int(keep.sum())), (m.row[keep], m.col[keep])), shape=m.shape)
+
+
+def _frame_links(tpl: Templates, idx: dict[str, int], n: int, cand: csr_matrix) -> csr_matrix | None:
+    """Pairs of `cand` (already sharing infrastructure) whose template frames overlap (Jaccard >=
+    FRAME_OVERLAP)."""
+    c = cand.tocoo()
+    sel = c.row < c.col
+    r, k = c.row[sel], c.col[sel]
+    if not len(r):
+        return None
+    f = _frames(tpl, idx, n, np.unique(np.r_[r, k]))
+    if f is None:
+        return None
+    size = np.diff(f.indptr).astype(np.float64)
+    ok = (size[r] > 0) & (size[k] > 0)
+    r, k = r[ok], k[ok]
+    inter = np.zeros(len(r))
+    for lo in range(0, len(r), 1 << 16):
+        rr, kk = r[lo : lo + (1 << 16)], k[lo : lo + (1 << 16)]
+        inter[lo : lo + len(rr)] = np.asarray(f[rr].multiply(f[kk]).sum(axis=1)).ravel()
+    keep = inter >= FRAME_OVERLAP * (size[r] + size[k] - inter)
+    if not keep.any():
+        return None
+    rr, kk = r[keep], k[keep]
+    return csr_matrix((np.ones(2 * len(rr)), (np.r_[rr, kk], np.r_[kk, rr])), shape=(n, n))
 
 
 def _cosine_pairs(m: csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -199,7 +332,7 @@ def link(
     keys = np.asarray(infra.column("k").to_pylist(), dtype=object)
     per_kind: dict[str, csr_matrix] = {}
     for kind in KIND_GROUP:
-        if kind in ("synchrony", "topics"):
+        if kind in ("frame", "synchrony", "topics"):
             continue
         if kind == "template":
             # Templates may span a whole hydra; the overlap test, not a cap, keeps popular prompts out.
@@ -226,18 +359,33 @@ def link(
                 total = total + any_kind * w
         return total.tocsr()
 
+    def infra_pairs() -> csr_matrix | None:
+        infra = [m for k, m in per_kind.items() if KIND_GROUP[k] in ("network", "identity")]
+        if not infra:
+            return None
+        has = sum(infra[1:], infra[0]).tocsr()
+        has.data[:] = 1
+        return has
+
+    has_infra = infra_pairs()
+    if has_infra is not None:
+        # Frames are compared only where infrastructure is shared: without it a pair never links.
+        frames = _frame_links(tpl, idx, n, has_infra)
+        if frames is not None:
+            per_kind["frame"] = frames
     vol = volume if volume is not None else np.full(n, BEHAVIOUR_MIN_EXCHANGES, dtype=np.float64)
     per_kind.update(_behaviour_links(engine, idx, n, group_score(), topics, vol))
     score = group_score()
-    infra = [m for k, m in per_kind.items() if KIND_GROUP[k] in ("network", "identity")]
-    if infra:
-        has_infra = sum(infra[1:], infra[0]).tocsr()
-        has_infra.data[:] = 1
-        strong = score.multiply(has_infra).tocsr()
-    else:
-        strong = csr_matrix((n, n))
+    strong = score.multiply(has_infra).tocsr() if has_infra is not None else csr_matrix((n, n))
     strong.data = (strong.data >= min_link_types).astype(np.int8)
     strong.eliminate_zeros()
+    jobs = [per_kind[k] for k in JOB_KINDS if k in per_kind]
+    if jobs:
+        job = strong.multiply(sum(jobs[1:], jobs[0])).tocsr()
+        job.eliminate_zeros()
+        job_linked = np.diff(job.indptr) > 0
+    else:
+        job_linked = np.zeros(n, dtype=bool)
     _, comp = connected_components(strong, directed=False)
     sizes = np.bincount(comp, minlength=comp.max() + 1 if n else 0)
     label = np.full(n, -1, dtype=np.int64)
@@ -258,4 +406,6 @@ def link(
         for kind, m in per_kind.items():
             sub[kind] = int(m[mem][:, mem].nnz // 2)
         links.append({k: v for k, v in sub.items() if v})
-    return Campaigns(accounts=accounts, label=label, ids=ids, links=links, members=members)
+    return Campaigns(
+        accounts=accounts, label=label, ids=ids, links=links, members=members, job_linked=job_linked
+    )

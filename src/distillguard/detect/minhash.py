@@ -26,6 +26,7 @@ _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+_CHUNK = 1 << 18  # rows (or pairs) per step where a step makes temporaries proportional to its size
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -135,20 +136,36 @@ def cluster(sk: np.ndarray, threshold: float = 0.5, eligible: np.ndarray | None 
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     rows = np.arange(n) if eligible is None else np.flatnonzero(eligible)
-    keys = band_keys(sk[rows]).ravel()
-    idx = np.repeat(rows, BANDS)
+    # Memory: about 6 x 8 bytes a band key at the peak, beside the sketches (K x 8 bytes a row), so
+    # keys are made in chunks (no copy of the sketches) and each temporary is dropped once used.
+    by_row = np.empty((len(rows), BANDS), dtype=np.uint64)
+    for lo in range(0, len(rows), _CHUNK):
+        by_row[lo : lo + _CHUNK] = band_keys(sk[rows[lo : lo + _CHUNK]])
+    keys = by_row.ravel()
+    del by_row
     order = np.argsort(keys, kind="stable")  # stable: within a bucket, ids stay ascending
-    ks, ids = keys[order], idx[order]
-    first = np.r_[True, ks[1:] != ks[:-1]]
-    head = ids[np.maximum.accumulate(np.where(first, np.arange(len(ks)), 0))]
+    ks = keys[order]
+    del keys
+    ids = rows[order // BANDS]  # key j belongs to rows[j // BANDS]
+    del order
+    first = np.empty(len(ks), dtype=bool)
+    first[:1] = True
+    np.not_equal(ks[1:], ks[:-1], out=first[1:])
+    del ks
+    start = np.arange(len(first))
+    start[~first] = 0
+    np.maximum.accumulate(start, out=start)  # the position where each key's bucket starts
+    head = ids[start]
+    del start, first
     cand = ids != head
     a, b = head[cand], ids[cand]  # a < b: the bucket's lowest id leads it
+    del head, ids, cand
     lead = np.arange(n)
     if len(a):
         # Pairs found in several bands are verified more than once: cheaper than deduplicating them.
         keep = np.zeros(len(a), dtype=bool)
-        for lo in range(0, len(a), 1 << 18):  # bounded temporaries
-            hi = lo + (1 << 18)
+        for lo in range(0, len(a), _CHUNK):  # bounded temporaries
+            hi = lo + _CHUNK
             keep[lo:hi] = similarity(sk[a[lo:hi]], sk[b[lo:hi]]) >= threshold
         np.minimum.at(lead, b[keep], a[keep])
         lead = lead[lead]

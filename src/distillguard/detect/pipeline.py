@@ -24,7 +24,7 @@ from distillguard.detect.campaigns import Campaigns, link
 from distillguard.detect.evidence import Evidence, Level
 from distillguard.detect.signals.base import Finding, Signal, ramp, signals
 from distillguard.intel.match import KINDS, Matcher, Matches
-from distillguard.store.engine import Engine, make_engine
+from distillguard.store.engine import Engine, make_engine, release_memory
 
 Progress = Callable[[str], None]
 
@@ -131,7 +131,9 @@ def score_exchanges(
 
     t0 = time.perf_counter()
     say("sketching prompt skeletons")
-    tpl = skeletons.templates(engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold)
+    tpl = skeletons.templates(
+        engine, cfg.scan.skeleton_sample, cfg.scan.skeleton_threshold, budget=cfg.scan.skeleton_budget
+    )
     tm["skeletons"] = time.perf_counter() - t0
 
     matches: Matches | None = None
@@ -156,6 +158,7 @@ def score_exchanges(
 
     t0 = time.perf_counter()
     say("linking accounts into campaigns")
+    release_memory(engine)  # the account graphs are built here, beside the engine
     topics = np.stack([v for k, v in sorted(acc.cols.items()) if k.startswith("topic_")], axis=1)
     camp = link(
         engine,
@@ -213,7 +216,12 @@ def score_exchanges(
         camp_scored.findings.append(coord)
         camp_scored.score, camp_scored.contrib = scoring.combine(camp_scored.findings, cfg.scoring)
         cs = camp_scored.score
-        inherits = in_c & (acc.score >= cfg.scan.campaign_inherit_floor)
+        # Membership amplifies a member's own evidence: a member linked only by addresses and behaviour
+        # needs some of its own; one that runs the campaign's prompt job is measured by the pooled score.
+        floor = np.where(
+            camp.job_linked, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor
+        )
+        inherits = in_c & (acc.score >= floor)
         final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
         camp_evidence = [
             scoring.evidence_for(i, camp_scored.findings, camp_scored.contrib, cfg.scan.examples)
@@ -238,7 +246,8 @@ def score_exchanges(
                     threshold=cfg.scoring.levels["suspect"],
                     weight=0.0,
                     detail=f"member of campaign {camp.ids[c]} ({len(camp.members[c])} accounts) scoring "
-                    f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}",
+                    f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}"
+                    + ("; sends the campaign's prompt template" if camp.job_linked[i] else ""),
                 ),
             )
     return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches, tpl)
@@ -379,7 +388,8 @@ def scan(
         raise ValueError(
             f"no valid exchanges in {', '.join(map(str, paths))} ({stats.quarantined} quarantined)"
         )
-    engine = make_engine(engine_name or cfg.scan.engine)
+    # DuckDB spills beside the outputs (and removes its files on close), not into the working directory.
+    engine = make_engine(engine_name or cfg.scan.engine, temp_directory=out / ".spill")
     try:
         engine.register_parquet("exchanges", pq_path)
         res = score_exchanges(engine, cfg, progress, matcher)

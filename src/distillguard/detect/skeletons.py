@@ -6,6 +6,7 @@ Cost is bounded per account: each account contributes at most `sample` distinct 
 the order of their md5 key, which both engines compute identically; exact duplicates are counted in
 full by the engine (`cnt`), so shares are estimated from a sample weighted by row counts. The key is a
 row column computed with the other signals' text work; only sampled skeletons are rebuilt as text.
+Cost is bounded per scan too: past a budget of sampled skeletons (many accounts), `sample` shrinks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.detect import minhash
-from distillguard.store.engine import Engine
+from distillguard.store.engine import Engine, release_memory
 
 
 def skeleton_sql(col: str) -> str:
@@ -51,6 +52,17 @@ ORDER BY s.account_id, s.skey
 """
 
 MIN_TEMPLATE_CHARS = 60  # shorter skeletons ("hi", "thanks") say nothing about a template
+MIN_SAMPLE = 16  # the per-account sample a skeleton budget may shrink to, and no further
+
+ACCOUNTS_SQL = "SELECT count(DISTINCT account_id) AS n FROM %s"
+
+
+def sample_size(n_accounts: int, sample: int, budget: int | None) -> int:
+    """Skeletons sampled per account: `sample`, unless `n_accounts` x `sample` exceeds `budget`, then
+    the budget shared out (at least MIN_SAMPLE, or `sample` if that is smaller)."""
+    if budget is None or n_accounts * sample <= budget:
+        return sample
+    return max(min(sample, MIN_SAMPLE), budget // max(n_accounts, 1))
 
 
 @dataclass
@@ -66,9 +78,21 @@ class Templates:
 
 
 def templates(
-    engine: Engine, sample: int = 64, threshold: float = 0.4, rows: str = "dg_rows", source: str = "exchanges"
+    engine: Engine,
+    sample: int = 64,
+    threshold: float = 0.4,
+    rows: str = "dg_rows",
+    source: str = "exchanges",
+    budget: int | None = None,
 ) -> Templates:
-    """Sample, sketch and cluster the skeletons of each account of the materialised `rows`."""
+    """Sample, sketch and cluster the skeletons of each account of the materialised `rows`.
+
+    With a `budget`, the sample per account shrinks when the accounts would exceed it (`sample_size`):
+    the sketches and their clustering are held in memory, so their number is what must stay bounded.
+    """
+    if budget is not None:
+        n_accounts = engine.query(ACCOUNTS_SQL % rows).column("n")[0].as_py() or 0
+        sample = sample_size(int(n_accounts), sample, budget)
     sql = SAMPLE_SQL % {
         "skel": skeleton_sql("lower(e.prompt)"),
         "sample": int(sample),
@@ -76,10 +100,12 @@ def templates(
         "source": source,
     }
     t = engine.query(sql)
+    release_memory(engine)  # the sketches and their clustering are held here, beside the engine
     skel = t.column("skel").combine_chunks()
     sk = minhash.sketch(skel)
     length = np.asarray(pc.utf8_length(skel).to_numpy(zero_copy_only=False), dtype=np.int64)
     clusters = minhash.cluster(sk, threshold, eligible=length >= MIN_TEMPLATE_CHARS)
+    del sk  # K x 8 bytes a skeleton: the biggest thing this holds, and no longer needed
     return Templates(
         account_id=np.asarray(t.column("account_id").to_pylist(), dtype=object),
         cluster=clusters,

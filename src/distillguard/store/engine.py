@@ -265,18 +265,36 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+# What `DuckDBEngine.release` leaves DuckDB: about the row table of a 1M-exchange log, so a scan of that
+# size keeps its rows cached and a bigger one spills them rather than hold them beside the Python work.
+RELEASE_KEEP = "512MB"
+
+
 class DuckDBEngine:
     dialect = "duckdb"
 
-    def __init__(self, threads: int | None = None, memory_limit: str | None = "1500MB") -> None:
+    def __init__(
+        self,
+        threads: int | None = None,
+        memory_limit: str | None = "1500MB",
+        temp_directory: Path | None = None,
+    ) -> None:
         import duckdb
 
         self.con = duckdb.connect()
+        self.memory_limit = memory_limit
         if threads:
             self.con.execute(f"SET threads={int(threads)}")
         if memory_limit:
             # Keeps peak RSS bounded on big logs: DuckDB spills to disk past this.
             self.con.execute(f"SET memory_limit='{memory_limit}'")
+        if temp_directory is not None:
+            # Where it spills (DuckDB's default is `.tmp` in the working directory); removed on close.
+            self.con.execute(f"SET temp_directory={sql_str(str(temp_directory))}")
+        # DuckDB rewrites `row_number() OVER (PARTITION BY g ...) <= N` into a top-N aggregate whose
+        # per-group lists live outside the buffer pool and cannot spill: at 10M exchanges (44k accounts)
+        # the skeleton sample alone then exhausts the memory limit. The window operator spills.
+        self.con.execute("SET disabled_optimizers='top_n_window_elimination'")
         self.con.execute("SET preserve_insertion_order=false")
         # Our own progress display owns the terminal; DuckDB's bar would print into stdout.
         self.con.execute("SET enable_progress_bar=false")
@@ -297,13 +315,35 @@ class DuckDBEngine:
     def query(self, sql: str) -> pa.Table:
         return self.con.sql(render(sql, self.dialect)).to_arrow_table()
 
+    def release(self, keep: str = RELEASE_KEEP) -> None:
+        """Shrink the buffer pool to `keep` (its pages of tables written to the temp directory if need
+        be), then restore the memory limit: DuckDB otherwise holds on to a full pool, up to the limit,
+        while the scan's own work (sketches, campaign graphs) needs the memory. Best effort."""
+        import duckdb
+
+        if not self.memory_limit:
+            return
+        try:
+            self.con.execute(f"SET memory_limit='{keep}'")
+        except duckdb.Error:
+            pass  # pinned pages it could not evict: nothing is lost but the memory it keeps
+        finally:
+            self.con.execute(f"SET memory_limit='{self.memory_limit}'")
+
     def close(self) -> None:
         self.con.close()
 
 
-def make_engine(name: str) -> Engine:
+def release_memory(engine: Engine) -> None:
+    """Before memory-hungry work outside the engine: let an embedded engine give back what it caches."""
+    if isinstance(engine, DuckDBEngine):
+        engine.release()
+
+
+def make_engine(name: str, temp_directory: Path | None = None) -> Engine:
+    """An engine by name; `temp_directory` is where DuckDB spills (Spark has its own local dirs)."""
     if name == "duckdb":
-        return DuckDBEngine()
+        return DuckDBEngine(temp_directory=temp_directory)
     if name == "spark":
         from distillguard.store.spark import SparkEngine
 

@@ -12,13 +12,37 @@ from typing import ClassVar
 from distillguard.detect.signals.base import Columns, Finding, example_ids, ramp, register, safe_div, support
 from distillguard.store.engine import sql_str
 
-COT_PATTERN = (
-    r"step[- ]by[- ]step|show (your|all|the|me your) (work|steps|reasoning|working)"
-    r"|explain (your|the|each|every) (reasoning|step|steps|logic)|think (carefully|through|it through|aloud|out loud)"
-    r"|chain[- ]of[- ]thought|reason(ing)? (through|out loud|aloud)|walk (me )?through (the|your|each)"
-    r"|justify (your|each|every)|let'?s think|(detailed|full|complete) (explanation|reasoning|rationale|derivation)"
-    r"|rationale|before (you )?(answer|answering|giving)"
+# Chain-of-thought elicitation is a request about *how* to answer, and requests of that kind come in a
+# few grammatical families; each is written as a family (verbs x qualifiers x nouns), not as a list of
+# phrasings, so paraphrases ("show every step of your reasoning", "lay out your full thought process",
+# "reason carefully before answering") match without being listed. Tested on paraphrases and on real
+# user prompts (arena-hard, MT-bench, Vicuna) in tests/detect/test_signals.py.
+COT_MANNER = (  # a manner of answering: step by step, one step at a time, thinking it through
+    r"step[- ]by[- ]step|one step at a time|chain[- ]of[- ]thought|(let'?s|let us) (think|reason)"
+    r"|(think|reason)(ing)? (it |this |things )?(carefully|through|out loud|aloud|logically)"
 )
+# A display verb, then at least one qualifier that makes the object the *model's own* reasoning or all of
+# it ("your", "every", "all of the", "intermediate", "full"...), then a reasoning noun. The qualifier is
+# required: "explain the reasoning behind this law" and "show me the steps to install Python" ask about
+# a subject or a procedure, "explain your reasoning" and "show every step" ask for the answer's working.
+COT_DISPLAY = (
+    r"(show|explain|justify|detail|write out|spell out|lay out|walk (me |us )?through|go through|reveal"
+    r"|include|give|provide|present|output|share)( me| us)?"
+    r"( (all|each|every|of|your|all the|of the|single|intermediate|individual|full|complete|entire|whole"
+    r"|detailed|raw|hidden|internal))+"
+    r" (reasoning|thinking|thought process|rationale|logic|derivations?|calculations|steps?|work|workings?)"
+)
+COT_JUSTIFY = (  # asking for the justification of the answer itself
+    r"justify (your|each|every|all|the)|explain (why|how) you (got|arrived|reached|derived|solved|came|chose"
+    r"|decided)|how (you|we) (arrived|got|came) (at|to)|rationale"
+    r"|(detailed|full|complete|thorough) (explanation|reasoning|derivation|solution)"
+)
+COT_ORDER = (  # reasoning ordered before the answer
+    r"(think|reason|reflect)( carefully| it through)? (first|before)"
+    r"|before (you )?(answer|answering|giving|responding|replying)"
+    r"|before (giving |stating |writing )?(the|your|a) final (answer|grade|score|verdict)"
+)
+COT_PATTERN = "|".join((COT_MANNER, COT_DISPLAY, COT_JUSTIFY, COT_ORDER))
 
 
 @register
