@@ -19,9 +19,11 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)
 
-from distillguard.intel.cli import intel_app  # noqa: E402 - after `app`, whose sub-command it is
+from distillguard.gateway.cli import gateway_app  # noqa: E402 - after `app`, whose sub-commands these are
+from distillguard.intel.cli import intel_app  # noqa: E402
 
 app.add_typer(intel_app, name="intel")
+app.add_typer(gateway_app, name="gateway")
 
 
 def fail(msg: str, code: int = 2) -> None:

@@ -1,0 +1,1 @@
+"""Enforcement gateway: an OpenAI-compatible proxy with identity, limits, policy and audit."""

@@ -1,0 +1,754 @@
+"""The gateway as one pure ASGI application (no framework middleware, no response buffering for streams).
+
+Per request on a proxied route (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+`/v1/responses`):
+
+1. read the body (413 past `max_body_bytes`, checked on Content-Length first), parse it (400 naming the
+   problem);
+2. write the audit intent (`audit.begin`, see `audit.py`);
+3. resolve the key (401), apply the tier (403/400), ask the limiter (429 with Retry-After);
+4. forward to the upstream while a watcher listens for the client's disconnect, which cancels the
+   upstream call (httpx then closes that connection, so the upstream sees the cancel);
+5. relay: JSON bodies whole, SSE event by event as they arrive; the audit's final record is written
+   before the last byte (the JSON body, the stream's `[DONE]` or terminal event) is sent;
+6. reconcile the limiter with the real usage, count metrics, log one JSON line (ids and timings only).
+
+A stream whose client did not ask for `stream_options.include_usage` is forwarded with it (the limiter
+and the audit need the real usage) and the extra usage-only chunk is not relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from distillguard.gateway.audit import AuditLog, AuditUnavailable, NullAudit
+from distillguard.gateway.config import GatewayConfig, TierConfig
+from distillguard.gateway.errors import GatewayError, bad_request, error_body
+from distillguard.gateway.hooks import DecisionLike, Limiter
+from distillguard.gateway.identity import IdentityStore, KeyCache, ResolvedKey, open_identity_db
+from distillguard.gateway.limits.config import build_limiter
+from distillguard.gateway.metrics import Metrics
+from distillguard.gateway.policy import (
+    check_shape,
+    descriptors,
+    enforce_tier,
+    estimate_tokens,
+    refuse_limit,
+)
+from distillguard.gateway.records import ResponseAccumulator, request_record
+from distillguard.gateway.upstream import make_client, status_error, transport_error
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("distillguard.gateway.access")
+
+PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# Terminal events of the Responses API stream (chat and completions end with `data: [DONE]`).
+_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
+
+
+class ClientGone(Exception):
+    """The client disconnected (while sending its body, or while we waited on the upstream)."""
+
+
+class _State:
+    """What one exchange has gathered so far (for the record, metrics and the log line)."""
+
+    __slots__ = (
+        "disconnected",
+        "finishing",
+        "reason",
+        "recorded",
+        "status",
+        "t0",
+        "t_fwd",
+        "t_up_done",
+        "upstream_s",
+    )
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.t_fwd = 0.0
+        self.t_up_done = 0.0
+        self.upstream_s = 0.0
+        self.status = 200
+        self.reason: str | None = None
+        self.disconnected = False
+        self.finishing = False
+        self.recorded = False  # the final record is submitted: never a second one
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+class Gateway:
+    """The ASGI app. `limiter`, `store` and `transport` may be injected (tests, embedding)."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        limiter: Limiter[Any] | None = None,
+        store: IdentityStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.cfg = cfg
+        # the configured limiter (in-process by default, Redis across replicas) unless one is injected
+        self.limiter: Limiter[Any] = limiter or build_limiter(cfg.limits)
+        self.store = store
+        self.transport = transport
+        self.metrics = Metrics()
+        a = cfg.audit
+        self.audit: AuditLog | NullAudit = (
+            AuditLog(a.path, a.fsync, a.batch_max, a.hash_chain, a.wal_rotate_bytes)
+            if a.enabled
+            else NullAudit()
+        )
+        self.keys: KeyCache | None = None
+        self.client: httpx.AsyncClient | None = None
+        self._upstream_auth = f"Bearer {cfg.upstream.secret()}".encode() if cfg.upstream.secret() else None
+        self._trusted = [ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies]
+        self._ready = False
+
+    # -- lifespan ---------------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        if self.store is None:
+            engine = await asyncio.to_thread(open_identity_db, self.cfg.identity.db)
+            self.store = IdentityStore(engine, set(self.cfg.tiers), self.cfg.default_tier)
+        self.keys = KeyCache(self.store, self.cfg.identity.revocation_poll_s, self.cfg.identity.stale_after_s)
+        await self.keys.start()
+        rep = self.audit.open()
+        if rep is not None and rep.recovered:
+            self.metrics.audit_recovered.inc(rep.recovered)
+        self.client = make_client(self.cfg.upstream, self.transport)
+        self._ready = True
+        logging.getLogger("distillguard.gateway").info(
+            "gateway ready",
+            extra={
+                "upstream": self.cfg.upstream.url,
+                "audit": str(self.audit.path) if self.audit.path else None,
+                "recovered": rep.recovered if rep else 0,
+            },
+        )
+
+    async def shutdown(self) -> None:
+        self._ready = False
+        if self.keys is not None:
+            await self.keys.stop()
+        if self.client is not None:
+            await self.client.aclose()
+        aclose = getattr(self.limiter, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        self.audit.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": f"{e.__class__.__name__}: {e}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return  # websockets: not served (uvicorn closes the connection)
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path in PROXIED:
+            if method != "POST":
+                await self._send_error(
+                    send, GatewayError(405, f"{path} takes POST", code="method_not_allowed")
+                )
+                return
+            await self._proxy(scope, receive, send, path)
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
+            await self._models(scope, send, path)
+        elif path == "/healthz":
+            await self._health(send)
+        elif path == "/metrics":
+            body, ctype = self.metrics.render()
+            await _respond(send, 200, body, [(b"content-type", ctype.encode())])
+        else:
+            await self._send_error(
+                send, GatewayError(404, f"Unknown path {path!r}.", "invalid_request_error", "unknown_url")
+            )
+
+    async def _send_error(
+        self, send: Send, e: GatewayError, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        hs = [*_JSON, *((k.encode(), v.encode()) for k, v in e.headers.items()), *(extra or [])]
+        await _respond(send, e.status, e.body(), hs)
+
+    async def _health(self, send: Send) -> None:
+        keys_ok = self.keys is not None and time.monotonic() - self.keys._last_ok < self.keys.stale_after_s
+        ok = self._ready and keys_ok
+        body = {"status": "ok" if ok else "degraded", "ready": self._ready, "key_revisions_fresh": keys_ok}
+        await _respond(send, 200 if ok else 503, orjson.dumps(body), _JSON)
+
+    def _client_ip(self, scope: Scope) -> str | None:
+        peer = scope.get("client")
+        ip = peer[0] if peer else None
+        if not self._trusted or ip is None:
+            return ip
+        chain = [ip]
+        xff = _header(scope, b"x-forwarded-for")
+        if xff:
+            chain = [*[h.strip() for h in xff.split(",") if h.strip()], ip]
+        # The client is the rightmost address not ours: anything left of it is the client's say-so.
+        for hop in reversed(chain):
+            try:
+                addr = ipaddress.ip_address(hop)
+            except ValueError:
+                return hop if hop is ip else ip
+            if not any(addr in n for n in self._trusted):
+                return str(addr)
+        return chain[0]
+
+    # -- /v1/models -------------------------------------------------------------------------------------
+
+    async def _models(self, scope: Scope, send: Send, path: str) -> None:
+        assert self.keys is not None and self.client is not None
+        rid = "req_" + secrets.token_hex(12)
+        rh = [(b"x-request-id", rid.encode())]
+        status = 200
+        try:
+            key = await self.keys.resolve(_header(scope, b"authorization"))
+            tier = self._tier(key)
+            model = path.removeprefix("/v1/models").strip("/")
+            if model and not tier.allows_model(model):
+                raise GatewayError(
+                    404,
+                    f"The model '{model}' does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
+            try:
+                resp = await self.client.get(path.removeprefix("/v1"), headers=self._up_headers())
+            except httpx.HTTPError as e:
+                raise transport_error(e) from e
+            if resp.status_code != 200:
+                err = status_error(resp.status_code, resp.content, resp.headers.get("retry-after"))
+                if err is not None:
+                    raise err
+                status = resp.status_code
+                await _respond(send, status, resp.content, [*_JSON, *rh])
+                return
+            body = resp.content
+            if not model:
+                # List only what this tier may call: a model it cannot use is not advertised.
+                obj = orjson.loads(body)
+                if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+                    obj["data"] = [
+                        m for m in obj["data"] if isinstance(m, dict) and tier.allows_model(str(m.get("id")))
+                    ]
+                    body = orjson.dumps(obj)
+            await _respond(send, 200, body, [*_JSON, *rh])
+        except GatewayError as e:
+            status = e.status
+            self.metrics.refusals.labels(e.code or e.type).inc()
+            await self._send_error(send, e, rh)
+        except orjson.JSONDecodeError:
+            status = 502
+            await self._send_error(
+                send,
+                GatewayError(
+                    502, "The upstream returned invalid JSON.", "upstream_error", "upstream_invalid_json"
+                ),
+                rh,
+            )
+        finally:
+            self.metrics.requests.labels("/v1/models", str(status)).inc()
+
+    def _tier(self, key: ResolvedKey) -> TierConfig:
+        tier = self.cfg.tiers.get(key.tier)
+        if tier is None:
+            raise GatewayError(
+                403,
+                f"Your account's tier {key.tier!r} is not configured on this gateway.",
+                "permission_denied",
+                "tier_not_configured",
+            )
+        return tier
+
+    def _up_headers(self, accept: str | None = None) -> dict[str, str]:
+        h = {"content-type": "application/json", "accept-encoding": "identity"}
+        if accept:
+            h["accept"] = accept
+        if self._upstream_auth:
+            h["authorization"] = self._upstream_auth.decode()
+        return h
+
+    # -- proxied routes ---------------------------------------------------------------------------------
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.cfg.server.max_body_bytes
+        cl = _header(scope, b"content-length")
+        if cl is not None:
+            if not cl.isdigit():
+                raise bad_request("Content-Length is not a number", code="invalid_content_length")
+            if int(cl) > limit:
+                raise GatewayError(
+                    413,
+                    f"Request body of {int(cl)} bytes exceeds the limit of {limit} bytes.",
+                    code="request_too_large",
+                )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone
+            b = msg.get("body", b"")
+            if b:
+                size += len(b)
+                if size > limit:
+                    raise GatewayError(
+                        413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large"
+                    )
+                chunks.append(b)
+            if not msg.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+        st = _State()
+        xid = "req_" + secrets.token_hex(12)
+        rec: dict[str, Any] = {
+            "exchange_id": xid,
+            "ts": datetime.now(UTC),
+            "account_id": "anonymous",
+            "endpoint": endpoint,
+            "model": "unknown",
+            "client_ip": self._client_ip(scope),
+            "user_agent": _header(scope, b"user-agent"),
+            "attributes": {},
+        }
+        rh = [(b"x-request-id", xid.encode())]
+        self.metrics.in_flight.inc()
+        decision: DecisionLike | None = None
+        acc = ResponseAccumulator(endpoint)
+        try:
+            # 1. read and parse: a refusal here is recorded by its final record alone
+            parsed: dict[str, Any] | None = None
+            try:
+                raw = await self._read_body(scope, receive)
+                parsed = _parse(raw)
+                check_shape(endpoint, parsed)
+            except GatewayError as e:
+                if parsed is not None:
+                    rec.update(request_record(endpoint, parsed))
+                await self._refuse(send, st, rec, e, rh)
+                return
+            body = parsed
+            rec.update(request_record(endpoint, body))
+            # 2. write-ahead intent: from here on the exchange is in the log exactly once
+            try:
+                await self.audit.begin(xid, rec)
+            except AuditUnavailable as e:
+                await self._send_error(
+                    send,
+                    GatewayError(
+                        503, f"{e}; refusing unlogged traffic.", "service_unavailable", "audit_unavailable"
+                    ),
+                    rh,
+                )
+                st.status = 503
+                return
+            # 3. identity, tier, limits
+            try:
+                assert self.keys is not None
+                key = await self.keys.resolve(_header(scope, b"authorization"))
+                rec["account_id"], rec["org_id"], rec["api_key_id"] = key.account_id, key.org_id, key.key_id
+                self.audit.amend(
+                    xid, {"account_id": key.account_id, "org_id": key.org_id, "api_key_id": key.key_id}
+                )
+                tier = self._tier(key)
+                rec["attributes"]["tier"] = key.tier
+                enforce_tier(key.tier, tier, endpoint, body)
+                est = estimate_tokens(endpoint, body, len(raw), tier, self.cfg)
+                decision = await self.limiter.admit(descriptors(key, tier, rec["client_ip"]), est)
+                if not decision.allowed:
+                    d = decision
+                    decision = None  # nothing reserved: nothing to reconcile
+                    raise refuse_limit(
+                        d.reason, d.retry_after, dict(d.headers), getattr(d, "oversize", False)
+                    )
+            except GatewayError as e:
+                await self._refuse(send, st, rec, e, rh)
+                return
+            rh.extend((k.encode(), str(v).encode()) for k, v in decision.headers.items())
+            # 4-5. forward and relay, cancelled if the client goes away
+            await self._forward_watched(scope, receive, send, endpoint, body, raw, rec, rh, st, acc)
+        except ClientGone:
+            st.status = 499
+        finally:
+            self.metrics.in_flight.dec()
+            if decision is not None:
+                await self._reconcile(decision, acc, rec)
+            self._observe(endpoint, st, rec)
+
+    async def _reconcile(self, decision: DecisionLike, acc: ResponseAccumulator, rec: dict[str, Any]) -> None:
+        used = acc.total_tokens()
+        if used is None:
+            # No usage reported (failed or cut short): count what was relayed, ~4 characters a token.
+            text = rec.get("response_text") or ""
+            used = len(text) // 4 if text else 0
+        try:
+            await self.limiter.reconcile(decision, used)
+        except Exception as e:  # a limiter failure must not turn a served answer into an error
+            logging.getLogger("distillguard.gateway").warning(
+                "limiter reconcile failed", extra={"error": e.__class__.__name__}
+            )
+
+    def _observe(self, endpoint: str, st: _State, rec: dict[str, Any]) -> None:
+        total = time.perf_counter() - st.t0
+        m = self.metrics
+        m.requests.labels(endpoint, str(st.status)).inc()
+        if st.t_fwd:
+            m.upstream_seconds.labels(endpoint).observe(st.upstream_s)
+            m.overhead_seconds.labels(endpoint).observe(max(0.0, total - st.upstream_s))
+        if self.cfg.server.access_log:
+            log.info(
+                "exchange",
+                extra={
+                    "request_id": rec["exchange_id"],
+                    "route": endpoint,
+                    "status": st.status,
+                    "account_id": rec.get("account_id"),
+                    "api_key_id": rec.get("api_key_id"),
+                    "model": rec.get("model"),
+                    "client_ip": rec.get("client_ip"),
+                    "reason": st.reason,
+                    "ms": round(total * 1000, 3),
+                    "upstream_ms": round(st.upstream_s * 1000, 3) if st.t_fwd else None,
+                },
+            )
+
+    async def _refuse(
+        self, send: Send, st: _State, rec: dict[str, Any], e: GatewayError, rh: list[tuple[bytes, bytes]]
+    ) -> None:
+        st.status, st.reason = e.status, e.reason
+        self.metrics.refusals.labels(e.code or e.type).inc()
+        rec["status"] = e.status
+        rec["error"] = e.message
+        rec["attributes"]["refusal"] = e.reason
+        rec["latency_ms"] = (time.perf_counter() - st.t0) * 1000
+        with contextlib.suppress(AuditUnavailable):  # the refusal goes out anyway: nothing was served
+            await self.audit.end(rec["exchange_id"], rec)
+        await self._send_error(send, e, rh)
+
+    async def _finish(
+        self,
+        st: _State,
+        rec: dict[str, Any],
+        acc: ResponseAccumulator,
+        status: int,
+        error: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """Write the final record (before the caller sends the last byte)."""
+        if st.recorded:
+            return
+        st.recorded = True
+        st.status = status
+        rec.update(acc.fields())
+        rec["status"] = status
+        if error:
+            rec["error"] = error
+        now = time.perf_counter()
+        rec["latency_ms"] = (now - st.t0) * 1000
+        a = rec["attributes"]
+        if st.t_fwd:
+            a["upstream_ms"] = f"{st.upstream_s * 1000:.3f}"
+        if outcome:
+            a["outcome"] = outcome
+        if acc.choices > 1:
+            a["choices"] = str(acc.choices)
+        await self.audit.end(rec["exchange_id"], rec)
+
+    async def _forward_watched(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        endpoint: str,
+        body: dict[str, Any],
+        raw: bytes,
+        rec: dict[str, Any],
+        rh: list[tuple[bytes, bytes]],
+        st: _State,
+        acc: ResponseAccumulator,
+    ) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+
+        async def watch() -> None:
+            # After the body, the only message left is http.disconnect: the client went away.
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    break
+            if not st.finishing:
+                st.disconnected = True
+                me.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await self._forward(send, endpoint, body, raw, rec, rh, st, acc)
+        except asyncio.CancelledError:
+            if not st.disconnected:
+                raise
+            me.uncancel()
+            st.t_up_done = st.t_up_done or time.perf_counter()
+            if st.t_fwd:
+                st.upstream_s = st.t_up_done - st.t_fwd
+            st.reason = "client_disconnected"
+            with contextlib.suppress(AuditUnavailable):
+                await self._finish(
+                    st, rec, acc, 499, "client disconnected; upstream call cancelled", "client_disconnected"
+                )
+        finally:
+            st.finishing = True
+            watcher.cancel()
+
+    async def _forward(
+        self,
+        send: Send,
+        endpoint: str,
+        body: dict[str, Any],
+        raw: bytes,
+        rec: dict[str, Any],
+        rh: list[tuple[bytes, bytes]],
+        st: _State,
+        acc: ResponseAccumulator,
+    ) -> None:
+        assert self.client is not None
+        stream = body.get("stream") is True and endpoint != "/v1/embeddings"
+        hide_usage = False
+        content = raw
+        if stream and endpoint != "/v1/responses":
+            so = body.get("stream_options") or {}
+            if not so.get("include_usage"):
+                # We need the real usage; the client did not ask for it, so its chunk is not relayed.
+                body = {**body, "stream_options": {**so, "include_usage": True}}
+                content = orjson.dumps(body)
+                hide_usage = True
+        req = self.client.build_request(
+            "POST",
+            endpoint.removeprefix("/v1"),
+            content=content,
+            headers=self._up_headers("text/event-stream" if stream else "application/json"),
+        )
+        st.t_fwd = time.perf_counter()
+        try:
+            resp = await self.client.send(req, stream=True)
+        except httpx.HTTPError as e:
+            st.t_up_done = time.perf_counter()
+            st.upstream_s = st.t_up_done - st.t_fwd
+            await self._upstream_failed(send, st, rec, acc, transport_error(e), rh)
+            return
+        try:
+            ctype = resp.headers.get("content-type", "")
+            if stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
+                await self._relay_sse(send, resp, endpoint, rec, rh, st, acc, hide_usage)
+                return
+            try:
+                data = await resp.aread()
+            except httpx.HTTPError as e:
+                st.t_up_done = time.perf_counter()
+                st.upstream_s = st.t_up_done - st.t_fwd
+                await self._upstream_failed(send, st, rec, acc, transport_error(e), rh)
+                return
+            st.t_up_done = time.perf_counter()
+            st.upstream_s = st.t_up_done - st.t_fwd
+            if resp.status_code >= 400:
+                err = status_error(resp.status_code, data, resp.headers.get("retry-after"))
+                if err is not None:
+                    await self._upstream_failed(send, st, rec, acc, err, rh)
+                    return
+                # A client error the upstream explained (unknown model, bad parameter): relayed as it is.
+                st.reason = "upstream_4xx"
+                await self._finish(st, rec, acc, resp.status_code, _short(data), "upstream_4xx")
+                st.finishing = True
+                await _respond(send, resp.status_code, data, [*_JSON, *rh])
+                return
+            try:
+                acc.feed_json(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                await self._upstream_failed(
+                    send,
+                    st,
+                    rec,
+                    acc,
+                    GatewayError(
+                        502, "The upstream returned invalid JSON.", "upstream_error", "upstream_invalid_json"
+                    ),
+                    rh,
+                )
+                return
+            await self._finish(st, rec, acc, 200)
+            st.finishing = True
+            await _respond(send, 200, data, [*_JSON, *rh])
+        finally:
+            await resp.aclose()
+
+    async def _upstream_failed(
+        self,
+        send: Send,
+        st: _State,
+        rec: dict[str, Any],
+        acc: ResponseAccumulator,
+        e: GatewayError,
+        rh: list[tuple[bytes, bytes]],
+    ) -> None:
+        st.reason = e.code
+        self.metrics.refusals.labels(e.code or e.type).inc()
+        await self._finish(st, rec, acc, e.status, e.message, e.code)
+        st.finishing = True
+        await self._send_error(send, e, rh)
+
+    async def _relay_sse(
+        self,
+        send: Send,
+        resp: httpx.Response,
+        endpoint: str,
+        rec: dict[str, Any],
+        rh: list[tuple[bytes, bytes]],
+        st: _State,
+        acc: ResponseAccumulator,
+        hide_usage: bool,
+    ) -> None:
+        await self.audit.sync()  # the intent is durable before the client sees a byte
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *rh]})
+        held = b""  # the terminal event, sent after the final record is durable
+        buf = b""
+        error: str | None = None
+        responses_api = endpoint == "/v1/responses"
+        try:
+            async for chunk in resp.aiter_raw():
+                buf += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+                out: list[bytes] = []
+                while True:
+                    i = buf.find(b"\n\n")
+                    if i < 0:
+                        break
+                    event, buf = buf[: i + 2], buf[i + 2 :]
+                    data = _event_data(event)
+                    if data is None:
+                        out.append(event)  # comments, keep-alives: relayed
+                        continue
+                    if data == b"[DONE]":
+                        held += event
+                        continue
+                    try:
+                        obj = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        out.append(event)
+                        continue
+                    acc.feed_event(obj)
+                    if isinstance(obj, dict):
+                        if isinstance(obj.get("error"), dict):
+                            error = str(obj["error"].get("message", "upstream error in stream"))[:500]
+                        if hide_usage and obj.get("usage") and not obj.get("choices"):
+                            continue
+                        if responses_api and any(t in data for t in _TERMINAL):
+                            held += event
+                            continue
+                    out.append(event)
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        except httpx.HTTPError as e:
+            st.t_up_done = time.perf_counter()
+            st.upstream_s = st.t_up_done - st.t_fwd
+            err = transport_error(e)
+            st.reason = err.code
+            self.metrics.refusals.labels(err.code or err.type).inc()
+            await self._finish(st, rec, acc, 200, f"stream broken: {err.message}", err.code)
+            st.finishing = True
+            # The status line is sent: the SDKs raise on an `error` event inside the stream.
+            ev = b"data: " + error_body(err.message, err.type, err.code) + b"\n\n"
+            await send({"type": "http.response.body", "body": ev, "more_body": False})
+            return
+        st.t_up_done = time.perf_counter()
+        st.upstream_s = st.t_up_done - st.t_fwd
+        if buf.strip():
+            held = buf + held  # an unterminated last event: relay it as it came
+        await self._finish(st, rec, acc, 200, error, "stream_error" if error else None)
+        st.finishing = True
+        await send({"type": "http.response.body", "body": held, "more_body": False})
+
+
+def _short(data: bytes) -> str:
+    return data[:500].decode("utf-8", "replace")
+
+
+def _event_data(event: bytes) -> bytes | None:
+    """The `data:` payload of one SSE event (lines joined), None when it has no data line."""
+    parts = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b"\n".join(parts)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise bad_request("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise bad_request(f"Request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request(
+            f"Request body must be a JSON object, got a JSON {type(body).__name__}.", code="invalid_json"
+        )
+    return body
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

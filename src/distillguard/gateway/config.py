@@ -1,0 +1,198 @@
+"""Gateway configuration (`gateway.toml`, or a `[gateway]` table of any TOML file), typed with pydantic.
+
+Every section has defaults, so an empty file is a valid configuration: a gateway on 127.0.0.1:8080 in
+front of an upstream on 127.0.0.1:8000, three KYC tiers, keys in `gateway.db`, audit in `audit.jsonl`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distillguard.gateway.limits.config import LimitsConfig
+
+QuotaKind = Literal["key", "account", "org", "ip"]
+
+
+class GatewayConfigError(Exception):
+    """A gateway config that cannot be read or does not validate (the message names the field)."""
+
+
+class UpstreamConfig(BaseModel):
+    """The one OpenAI-compatible API the gateway forwards to."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field("http://127.0.0.1:8000/v1", description="Base URL, as an OpenAI SDK's base_url.")
+    api_key: str | None = Field(None, description="Key sent upstream (prefer api_key_env).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the upstream key.")
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(300.0, gt=0, description="Longest silence between two upstream chunks.")
+    write_timeout: float = Field(30.0, gt=0)
+    pool_timeout: float = Field(5.0, gt=0, description="Longest wait for a free pooled connection.")
+    max_connections: int = Field(1000, ge=1)
+    max_keepalive: int = Field(200, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("upstream url must start with http:// or https://")
+        return v.rstrip("/")
+
+    def secret(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or self.api_key
+        return self.api_key
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get a 413.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs whose X-Forwarded-For is believed (the client is the rightmost untrusted hop).",
+    )
+    access_log: bool = Field(True, description="One JSON log line per request (no prompt text, no keys).")
+    log_level: str = "info"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            ipaddress.ip_network(c, strict=False)  # raises ValueError naming the bad entry
+        return v
+
+
+class IdentityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    db: str = Field("gateway.db", description="SQLite path or SQLAlchemy URL (may be the intel database).")
+    revocation_poll_s: float = Field(
+        0.25, gt=0, le=0.5, description="How often each replica reads the key-change revision."
+    )
+    stale_after_s: float = Field(
+        1.0, gt=0, description="Cache bypassed (each request reads the database) after this long unpolled."
+    )
+
+    @field_validator("stale_after_s")
+    @classmethod
+    def _stale(cls, v: float) -> float:
+        if v > 1.0:
+            raise ValueError("stale_after_s above 1 s would break 'revoked everywhere within 1 s'")
+        return v
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    path: Path = Field(Path("audit.jsonl"), description="Native exchange log (`distillguard scan` reads it).")
+    fsync: bool = Field(
+        True, description="fsync each batch before acknowledging it (power-loss safe; off: kill -9 safe)."
+    )
+    batch_max: int = Field(1024, ge=1, description="Most records written by one write() and one fsync.")
+    hash_chain: bool = Field(False, description="Each line carries the SHA-256 of the line before it.")
+    wal_rotate_bytes: int = Field(4 << 20, ge=4096, description="Write-ahead log size that starts a new one.")
+
+
+class Quota(BaseModel):
+    """Budgets handed to the rate limiter as data (None: unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rpm: int | None = Field(None, ge=0, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=0, description="Tokens per minute.")
+    tpd: int | None = Field(None, ge=0, description="Tokens per day.")
+
+
+class TierConfig(BaseModel):
+    """One KYC tier: what its accounts may call and how much."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] = Field(default_factory=lambda: ["*"], description="Allowed models (shell globs).")
+    reasoning: bool = Field(False, description="May ask for reasoning (reasoning_effort, reasoning).")
+    logprobs: bool = Field(False, description="May ask for logprobs / top_logprobs.")
+    max_n: int = Field(1, ge=1, description="Largest n (1: n>1 refused).")
+    max_tokens: int | None = Field(None, ge=1, description="Largest max_tokens a request may ask for.")
+    quotas: dict[QuotaKind, Quota] = Field(default_factory=dict)
+    jurisdictions: list[str] = Field(
+        default_factory=list, description="Allowed ISO country codes (empty: all); carried, not enforced yet."
+    )
+
+    def allows_model(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pat) for pat in self.models)
+
+
+def _default_tiers() -> dict[str, TierConfig]:
+    return {
+        "unverified": TierConfig(
+            models=["*mini*", "*nano*", "text-embedding-*"],
+            max_tokens=4096,
+            quotas={"account": Quota(rpm=60, tpm=40_000, tpd=1_000_000), "ip": Quota(rpm=120)},
+        ),
+        "verified": TierConfig(
+            reasoning=True,
+            logprobs=True,
+            max_n=4,
+            max_tokens=32_768,
+            quotas={"account": Quota(rpm=500, tpm=400_000, tpd=20_000_000)},
+        ),
+        "enterprise": TierConfig(
+            reasoning=True,
+            logprobs=True,
+            max_n=16,
+            quotas={"org": Quota(rpm=10_000, tpm=10_000_000)},
+        ),
+    }
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    tiers: dict[str, TierConfig] = Field(default_factory=_default_tiers)
+    default_tier: str = Field("unverified", description="Tier of an account created without one.")
+    default_max_tokens: int = Field(
+        4096, ge=1, description="Completion tokens reserved when a request names no max_tokens and no cap."
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _some_tier(cls, v: dict[str, TierConfig]) -> dict[str, TierConfig]:
+        if not v:
+            raise ValueError("at least one tier is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _known_default(self) -> GatewayConfig:
+        if self.default_tier not in self.tiers:
+            raise ValueError(
+                f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}"
+            )
+        return self
+
+
+def load_gateway_config(path: Path | None) -> GatewayConfig:
+    """Read `path` (a `[gateway]` table is used when the file has one); None gives the defaults."""
+    if path is None:
+        return GatewayConfig()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GatewayConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise GatewayConfigError(f"{path}: invalid TOML: {e}") from None
+    section = data.get("gateway", data)
+    try:
+        return GatewayConfig.model_validate(section)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(root)'}: {x['msg']}" for x in e.errors())
+        raise GatewayConfigError(f"{path}: {msgs}") from None

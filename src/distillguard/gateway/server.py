@@ -1,0 +1,55 @@
+"""Running the gateway under uvicorn (one process, or several workers through an app factory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from distillguard.gateway.app import Gateway
+from distillguard.gateway.config import GatewayConfig, load_gateway_config
+from distillguard.gateway.hooks import Limiter
+from distillguard.gateway.jsonlog import setup_logging
+
+CONFIG_ENV = "DISTILLGUARD_GATEWAY_CONFIG"
+
+
+def create_app() -> Gateway:
+    """App factory for `--workers N`: each worker reads the config named by $DISTILLGUARD_GATEWAY_CONFIG."""
+    p = os.environ.get(CONFIG_ENV)
+    cfg = load_gateway_config(Path(p) if p else None)
+    setup_logging(cfg.server.log_level)
+    return Gateway(cfg)
+
+
+def _uvicorn_kwargs(cfg: GatewayConfig) -> dict[str, Any]:
+    return {
+        "host": cfg.server.host,
+        "port": cfg.server.port,
+        "lifespan": "on",
+        "access_log": False,  # the gateway logs one JSON line per exchange itself
+        "log_config": None,
+        "server_header": False,
+        # Idle keep-alive connections are closed after 5 s (slow or abandoned clients hold no slot).
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": 30,
+    }
+
+
+def serve(
+    cfg: GatewayConfig, limiter: Limiter[Any] | None = None, workers: int = 1, config_path: Path | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM; a graceful stop drains in-flight exchanges and closes the audit log."""
+    setup_logging(cfg.server.log_level)
+    if workers > 1:
+        if limiter is not None:
+            raise ValueError("a limiter object cannot be shared with worker processes")
+        if config_path is not None:
+            os.environ[CONFIG_ENV] = str(config_path.resolve())
+        uvicorn.run(
+            "distillguard.gateway.server:create_app", factory=True, workers=workers, **_uvicorn_kwargs(cfg)
+        )
+        return
+    uvicorn.Server(uvicorn.Config(Gateway(cfg, limiter), **_uvicorn_kwargs(cfg))).run()
