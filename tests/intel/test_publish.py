@@ -84,3 +84,16 @@ def test_publish_and_match_across_providers(corpora, tmp_path: Path) -> None:
     # intel raised the operation above what B's own detector saw
     plain = dict(zip(plain_b.accounts.ids.tolist(), plain_b.final_score, strict=True))
     assert sum(res_b.final_score[ids.index(a)] > plain[a] for a in ops_b) >= 0.95 * len(ops_b)
+
+
+def test_digests_only_publishing_shares_no_network_values(corpora, tmp_path: Path) -> None:
+    keyring = Keyring({1: bytes(range(32))})
+    log_a, ops_a, _ = provider_log("a", corpora, tmp_path, per_account=20)
+    scan([log_a], tmp_path / "scan-a")
+    recs = publish(
+        tmp_path / "scan-a", keyring, Organisation(name="A"), campaigns=[], accounts=ops_a, network=False
+    )
+    kinds = {i.type for i in recs.indicators}
+    assert kinds == {IndicatorType.ACCOUNT, IndicatorType.SKELETON}
+    wire = recs.model_dump_json()
+    assert not any(ip in wire for ip in OP_IPS)

@@ -212,6 +212,11 @@ def publish(
         help="Also add the STIX objects to this collection of our TAXII server (in --db).",
     ),
     bundle_out: Path | None = typer.Option(None, "--out", "-o", help="Also write the STIX bundle here."),
+    network: bool = typer.Option(
+        True,
+        "--network/--digests-only",
+        help="Share addresses, ASNs and user agents, or digests and sketches only.",
+    ),
 ) -> None:
     """Turn detected campaigns into shareable indicators (digests, sketches, infrastructure; never raw
     prompts or customer ids), store them, and optionally offer them in a TAXII collection."""
@@ -237,6 +242,7 @@ def publish(
             template_purity=p.template_purity, valid_days=p.valid_days, accounts=acc,
             # confirmed accounts alone, unless campaigns are named too
             campaigns=campaign or ([] if acc is not None else None),
+            network=network,
         )  # fmt: skip
     except (PublishError, ValueError) as e:
         fail(str(e))

@@ -79,13 +79,17 @@ def publish(
     now: datetime | None = None,
     campaigns: Sequence[str] | None = None,
     accounts: Sequence[str] | None = None,
+    network: bool = True,
 ) -> Records:
     """Shareable records for the campaigns of the scan in `scan_dir` (see the module doc).
 
     By default every campaign at or above `min_level`; `campaigns` names scan campaigns to publish
     instead, and `accounts` publishes an operation an analyst confirmed (any accounts of the scan, one
-    campaign), whatever their scores.
+    campaign), whatever their scores. `network=False` shares digests and sketches only: no address, ASN
+    or user agent leaves (members then match addresses by PSI, see intel.psi).
     """
+    if not network:
+        ip_purity = asn_purity = ua_purity = float("inf")  # no value is that pure: none is published
     if min_level not in LEVELS:
         raise PublishError(f"min_level must be one of {LEVELS}, not {min_level!r}")
     at = now or datetime.now(UTC)
