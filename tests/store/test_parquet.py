@@ -222,10 +222,12 @@ def test_a_worker_dying_mid_file_is_a_clear_error_not_a_hang(tmp_path: Path) -> 
     log = tmp_path / "mixed.jsonl"
     _mixed_log(log, 3000)
     killed: list[int] = []
+    # other tests may leave children of this process running (servers): kill one of ingest's own
+    before = {c.pid for c in psutil.Process().children()}
 
     def kill_one_worker(_nbytes: int, _rows: int) -> None:
         if not killed:
-            child = psutil.Process().children()[0]
+            child = next(c for c in psutil.Process().children() if c.pid not in before)
             killed.append(child.pid)
             child.kill()
 
