@@ -227,7 +227,9 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, proxy_headers=False)
+    )
     t = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     t.start()
     deadline = time.monotonic() + 10

@@ -35,8 +35,10 @@ import orjson
 from distillguard.gateway.audit import AuditLog, AuditUnavailable, NullAudit
 from distillguard.gateway.config import GatewayConfig, TierConfig
 from distillguard.gateway.errors import GatewayError, bad_request, error_body
+from distillguard.gateway.geo import GeoResolver, record_geo
 from distillguard.gateway.hooks import DecisionLike, Limiter
 from distillguard.gateway.identity import IdentityStore, KeyCache, ResolvedKey, open_identity_db
+from distillguard.gateway.intel import IntelGate
 from distillguard.gateway.limits.config import build_limiter
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.policy import (
@@ -131,6 +133,10 @@ class Gateway:
         self.client: httpx.AsyncClient | None = None
         self._upstream_auth = f"Bearer {cfg.upstream.secret()}".encode() if cfg.upstream.secret() else None
         self._trusted = [ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies]
+        # Optional policy steps (None when not configured): jurisdiction (geo.py), intel blocklists
+        # (intel.py, loaded at startup).
+        self.geo: GeoResolver | None = GeoResolver(cfg.geo) if cfg.geo is not None else None
+        self.intel: IntelGate | None = None
         self._ready = False
 
     # -- lifespan ---------------------------------------------------------------------------------------
@@ -141,6 +147,11 @@ class Gateway:
             self.store = IdentityStore(engine, set(self.cfg.tiers), self.cfg.default_tier)
         self.keys = KeyCache(self.store, self.cfg.identity.revocation_poll_s, self.cfg.identity.stale_after_s)
         await self.keys.start()
+        if self.cfg.intel is not None and self.intel is None:
+            # intel blocklists: first load now (a store that cannot be read fails the startup), then
+            # refreshed in the background every refresh_s
+            self.intel = await asyncio.to_thread(IntelGate, self.cfg.intel)
+            await self.intel.start()
         rep = self.audit.open()
         if rep is not None and rep.recovered:
             self.metrics.audit_recovered.inc(rep.recovered)
@@ -159,6 +170,11 @@ class Gateway:
         self._ready = False
         if self.keys is not None:
             await self.keys.stop()
+        if self.intel is not None:
+            await self.intel.stop()
+            self.intel = None
+        if self.geo is not None:
+            self.geo.close()
         if self.client is not None:
             await self.client.aclose()
         aclose = getattr(self.limiter, "aclose", None)
@@ -362,6 +378,9 @@ class Gateway:
             "user_agent": _header(scope, b"user-agent"),
             "attributes": {},
         }
+        geo = self.geo.lookup(rec["client_ip"]) if self.geo is not None else None
+        if geo is not None:
+            record_geo(rec, geo)  # country, ASN and hosting/VPN flags, on admitted and refused records
         rh = [(b"x-request-id", xid.encode())]
         self.metrics.in_flight.inc()
         decision: DecisionLike | None = None
@@ -403,6 +422,17 @@ class Gateway:
                 )
                 tier = self._tier(key)
                 rec["attributes"]["tier"] = key.tier
+                # jurisdiction (geo.py): denied countries, the tier's allowed countries, hosting/VPN
+                if geo is not None and self.geo is not None:
+                    refusal = self.geo.jurisdiction_error(geo, key.tier, tier)
+                    if refusal is not None:
+                        raise refusal
+                # intel blocklists (intel.py): matches go into the record's attributes; a blocking one
+                # refuses (403) or throttles (429) per the configured action
+                if self.intel is not None:
+                    refusal = self.intel.check(rec)
+                    if refusal is not None:
+                        raise refusal
                 enforce_tier(key.tier, tier, endpoint, body)
                 est = estimate_tokens(endpoint, body, len(raw), tier, self.cfg)
                 decision = await self.limiter.admit(descriptors(key, tier, rec["client_ip"]), est)

@@ -101,6 +101,59 @@ class AuditConfig(BaseModel):
     wal_rotate_bytes: int = Field(4 << 20, ge=4096, description="Write-ahead log size that starts a new one.")
 
 
+def _country_codes(v: list[str]) -> list[str]:
+    out = []
+    for c in v:
+        if len(c) != 2 or not c.isalpha():
+            raise ValueError(f"{c!r} is not an ISO 3166-1 alpha-2 country code")
+        out.append(c.upper())
+    return out
+
+
+class GeoConfig(BaseModel):
+    """IP -> country and ASN (MaxMind DB files: GeoLite2, DB-IP Lite, or the bundled test ones).
+
+    The client address is the one `server.trusted_proxies` yields: X-Forwarded-For is believed only
+    from those proxies. See docs/gateway.md.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    country_db: Path | None = Field(None, description="Country or City database (.mmdb).")
+    asn_db: Path | None = Field(None, description="ASN database (.mmdb); a separate file in both sources.")
+    denied_countries: list[str] = Field(
+        default_factory=list, description="Countries refused on every tier (ISO alpha-2)."
+    )
+    allow_unknown_country: bool = Field(
+        False, description="Admit an address with no country to a tier that lists jurisdictions."
+    )
+    hosting_asns: list[int] = Field(default_factory=list, description="Flagged `geo.hosting` in the audit.")
+    vpn_asns: list[int] = Field(default_factory=list, description="Flagged `geo.vpn` in the audit.")
+    refuse_hosting: bool = Field(False, description="Refuse hosting ASNs (403 `jurisdiction`).")
+    refuse_vpn: bool = Field(False, description="Refuse VPN ASNs (403 `jurisdiction`).")
+    cache_size: int = Field(65536, ge=0, description="Addresses whose lookup is kept in memory.")
+
+    @field_validator("denied_countries")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        return _country_codes(v)
+
+
+IntelAction = Literal["block", "throttle", "log"]
+
+
+class IntelGateConfig(BaseModel):
+    """Intel-store blocklists at request time (addresses, ranges, ASNs, user agents, account/org digests)."""
+
+    model_config = ConfigDict(extra="forbid")
+    db: str = Field(description="Intel store: SQLite path or SQLAlchemy URL.")
+    keyring: Path | None = Field(None, description="Consortium keyring (needed for account/org digests).")
+    refresh_s: float = Field(30.0, gt=0, description="How often the in-memory lists are reloaded.")
+    action: IntelAction = Field(
+        "block", description="On a blocking match: 403 (block), 429 + Retry-After (throttle), or record only."
+    )
+    throttle_retry_after_s: int = Field(60, ge=1, description="Retry-After of a throttled request.")
+
+
 class Quota(BaseModel):
     """Budgets handed to the rate limiter as data (None: unlimited)."""
 
@@ -121,8 +174,14 @@ class TierConfig(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Largest max_tokens a request may ask for.")
     quotas: dict[QuotaKind, Quota] = Field(default_factory=dict)
     jurisdictions: list[str] = Field(
-        default_factory=list, description="Allowed ISO country codes (empty: all); carried, not enforced yet."
+        default_factory=list,
+        description="Allowed ISO country codes (empty: all); enforced when [geo] is configured.",
     )
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        return _country_codes(v)
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pat) for pat in self.models)
@@ -158,6 +217,8 @@ class GatewayConfig(BaseModel):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    geo: GeoConfig | None = Field(None, description="Jurisdiction policy; off when absent.")
+    intel: IntelGateConfig | None = Field(None, description="Intel blocklists; off when absent.")
     tiers: dict[str, TierConfig] = Field(default_factory=_default_tiers)
     default_tier: str = Field("unverified", description="Tier of an account created without one.")
     default_max_tokens: int = Field(

@@ -32,6 +32,9 @@ def _uvicorn_kwargs(cfg: GatewayConfig) -> dict[str, Any]:
         "access_log": False,  # the gateway logs one JSON line per exchange itself
         "log_config": None,
         "server_header": False,
+        # X-Forwarded-For is read by the gateway itself, only from server.trusted_proxies (uvicorn's own
+        # proxy_headers would otherwise rewrite the client address for any request from 127.0.0.1).
+        "proxy_headers": False,
         # Idle keep-alive connections are closed after 5 s (slow or abandoned clients hold no slot).
         "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": 30,
