@@ -2,7 +2,8 @@
 
 Behaviour by model name: `mock-500` fails with a 500, `mock-slow` waits (and records whether the caller
 cancelled), `mock-reset` breaks its stream half-way, `mock-drip` streams slowly (for kill -9 tests);
-anything else answers at once. Every request's last user text is recorded in `received`.
+`mock-think` adds a reasoning trace (`reasoning_content`); anything else answers at once. Every
+request's last user text is recorded in `received`, and its whole body in `bodies`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MODELS = [
     "mock-slow",
     "mock-reset",
     "mock-drip",
+    "mock-think",
     "text-embedding-3-small",
 ]
 
@@ -33,6 +35,7 @@ MODELS = [
 class MockUpstream:
     def __init__(self) -> None:
         self.received: list[tuple[str, str]] = []  # (path, last user text)
+        self.bodies: list[dict[str, Any]] = []  # the request bodies, as received
         self.cancelled: list[str] = []
         self.auth: list[str | None] = []
         self.drip_s = 0.05
@@ -62,6 +65,7 @@ class MockUpstream:
         body = orjson.loads(raw)
         model = body.get("model", "")
         self.received.append((path, _last_user(path, body)))
+        self.bodies.append(body)
         if model == "mock-500":
             await _json(
                 send, 500, {"error": {"message": "mock exploded", "type": "server_error", "code": None}}
@@ -161,7 +165,8 @@ class MockUpstream:
                 await asyncio.sleep(self.drip_s)
             if model == "mock-reset" and i == 3:
                 raise RuntimeError("mock upstream breaks the stream")
-            await ev({**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
+            delta = {"content": w, **({"reasoning_content": "hmm"} if model == "mock-think" else {})}
+            await ev({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
         await ev({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             await ev(
@@ -193,7 +198,11 @@ def _chat(model: str, text: str, n: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text},
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    **({"reasoning_content": "Let me think."} if model == "mock-think" else {}),
+                },
                 "finish_reason": "stop",
                 "logprobs": None,
             }

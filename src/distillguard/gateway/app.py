@@ -49,6 +49,7 @@ from distillguard.gateway.policy import (
     refuse_limit,
 )
 from distillguard.gateway.records import ResponseAccumulator, request_record
+from distillguard.gateway.risk import RiskEngine, strip_event, strip_json
 from distillguard.gateway.upstream import make_client, status_error, transport_error
 
 Scope = MutableMapping[str, Any]
@@ -82,6 +83,7 @@ class _State:
         "reason",
         "recorded",
         "status",
+        "strip_reasoning",
         "t0",
         "t_fwd",
         "t_up_done",
@@ -98,6 +100,7 @@ class _State:
         self.disconnected = False
         self.finishing = False
         self.recorded = False  # the final record is submitted: never a second one
+        self.strip_reasoning = False  # online risk: reasoning removed from the response
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -137,6 +140,9 @@ class Gateway:
         # (intel.py, loaded at startup).
         self.geo: GeoResolver | None = GeoResolver(cfg.geo) if cfg.geo is not None else None
         self.intel: IntelGate | None = None
+        # online risk (risk.py): verdicts per account, learnt and scored in the background
+        r = cfg.risk
+        self.risk: RiskEngine | None = RiskEngine(r) if r is not None and r.enabled else None
         self._ready = False
 
     # -- lifespan ---------------------------------------------------------------------------------------
@@ -152,6 +158,8 @@ class Gateway:
             # refreshed in the background every refresh_s
             self.intel = await asyncio.to_thread(IntelGate, self.cfg.intel)
             await self.intel.start()
+        if self.risk is not None:
+            await self.risk.start()
         rep = self.audit.open()
         if rep is not None and rep.recovered:
             self.metrics.audit_recovered.inc(rep.recovered)
@@ -173,6 +181,8 @@ class Gateway:
         if self.intel is not None:
             await self.intel.stop()
             self.intel = None
+        if self.risk is not None:
+            await self.risk.stop()
         if self.geo is not None:
             self.geo.close()
         if self.client is not None:
@@ -434,6 +444,15 @@ class Gateway:
                     if refusal is not None:
                         raise refusal
                 enforce_tier(key.tier, tier, endpoint, body)
+                # online risk (risk.py): the account's latest verdict (a dict read) refuses, or
+                # changes the body sent upstream, or marks the response for stripping; recorded always
+                if self.risk is not None:
+                    rd = self.risk.decide(key.account_id, endpoint, body, rec)
+                    if rd.refusal is not None:
+                        raise rd.refusal
+                    if rd.body_changed:
+                        raw = orjson.dumps(body)
+                    st.strip_reasoning = rd.strip_reasoning
                 est = estimate_tokens(endpoint, body, len(raw), tier, self.cfg)
                 decision = await self.limiter.admit(descriptors(key, tier, rec["client_ip"]), est)
                 if not decision.allowed:
@@ -454,6 +473,9 @@ class Gateway:
             self.metrics.in_flight.dec()
             if decision is not None:
                 await self._reconcile(decision, acc, rec)
+                # online risk: a served exchange is queued for background learning and scoring
+                if self.risk is not None and st.status == 200:
+                    self.risk.observe(rec)
             self._observe(endpoint, st, rec)
 
     async def _reconcile(self, decision: DecisionLike, acc: ResponseAccumulator, rec: dict[str, Any]) -> None:
@@ -657,6 +679,10 @@ class Gateway:
                 return
             await self._finish(st, rec, acc, 200)
             st.finishing = True
+            if st.strip_reasoning:  # online risk: reasoning removed from what the client gets
+                obj = orjson.loads(data)
+                if strip_json(endpoint, obj):
+                    data = orjson.dumps(obj)
             await _respond(send, 200, data, [*_JSON, *rh])
         finally:
             await resp.aclose()
@@ -720,6 +746,12 @@ class Gateway:
                             error = str(obj["error"].get("message", "upstream error in stream"))[:500]
                         if hide_usage and obj.get("usage") and not obj.get("choices"):
                             continue
+                        if st.strip_reasoning:  # online risk: reasoning deltas and events removed
+                            drop, changed = strip_event(endpoint, obj)
+                            if drop:
+                                continue
+                            if changed:
+                                event = b"data: " + orjson.dumps(obj) + b"\n\n"
                         if responses_api and any(t in data for t in _TERMINAL):
                             held += event
                             continue

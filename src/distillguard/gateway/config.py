@@ -154,6 +154,44 @@ class IntelGateConfig(BaseModel):
     throttle_retry_after_s: int = Field(60, ge=1, description="Retry-After of a throttled request.")
 
 
+RiskLevel = Literal["ok", "watch", "suspect", "block"]
+RiskAction = Literal[
+    "allow",
+    "throttle",
+    "strip_reasoning",
+    "cap_max_tokens",
+    "disable_logprobs",
+    "disable_n",
+    "require_verification",
+    "block",
+]
+
+
+def _default_risk_actions() -> dict[RiskLevel, list[RiskAction]]:
+    return {
+        "ok": [],
+        "watch": [],
+        "suspect": ["cap_max_tokens", "disable_logprobs", "disable_n", "strip_reasoning"],
+        "block": ["block"],
+    }
+
+
+class RiskConfig(BaseModel):
+    """Online risk (risk.py): the streaming detector's level per account drives graded actions."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    shadow: bool = Field(False, description="Record what would be done (`risk.shadow`), change nothing.")
+    actions: dict[RiskLevel, list[RiskAction]] = Field(default_factory=_default_risk_actions)
+    rescore_every: int = Field(10, ge=1, description="Re-score an account after this many new exchanges...")
+    rescore_s: float = Field(5.0, gt=0, description="...or this many seconds after its last new exchange.")
+    max_tokens_cap: int = Field(1024, ge=1, description="Ceiling that `cap_max_tokens` clamps to.")
+    throttle_retry_after_s: int = Field(60, ge=1, description="Retry-After of a `throttle` (429).")
+    window: int = Field(2000, ge=10, description="Recent exchanges kept per account for scoring.")
+    queue_max: int = Field(100_000, ge=1, description="Exchanges waiting to be learnt (more are dropped).")
+    top_reasons: int = Field(3, ge=1, description="Evidence signals named in `risk.reasons`.")
+
+
 class Quota(BaseModel):
     """Budgets handed to the rate limiter as data (None: unlimited)."""
 
@@ -219,6 +257,7 @@ class GatewayConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     geo: GeoConfig | None = Field(None, description="Jurisdiction policy; off when absent.")
     intel: IntelGateConfig | None = Field(None, description="Intel blocklists; off when absent.")
+    risk: RiskConfig | None = Field(None, description="Online risk actions; off when absent.")
     tiers: dict[str, TierConfig] = Field(default_factory=_default_tiers)
     default_tier: str = Field("unverified", description="Tier of an account created without one.")
     default_max_tokens: int = Field(

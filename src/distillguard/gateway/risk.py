@@ -1,0 +1,282 @@
+"""Online risk at request time: the streaming detector's verdict per account drives graded actions.
+
+Off the request path: each completed, admitted exchange is queued (`observe`, O(1)); one background
+task drains the queue in batches and, in a worker thread, feeds the exchanges to an `OnlineScorer`
+(`learn_one`, ~20 us) and re-scores an account (`score_one`, tens of ms: the batch feature SQL over
+its window in DuckDB) once it has `rescore_every` new exchanges or `rescore_s` seconds after its
+last new one. The latest verdict per account sits in a dict that the request path only reads
+(`decide`, O(1)).
+
+The account's level maps to a list of actions (`RiskConfig.actions`):
+
+- `allow`: nothing; `throttle`: 429 with Retry-After; `require_verification`: 403
+  `verification_required`; `block`: 403 `risk_block`;
+- `cap_max_tokens`: max_tokens / max_completion_tokens / max_output_tokens clamped to
+  `max_tokens_cap` (set to it when the request named none);
+- `disable_logprobs`: logprobs and top_logprobs dropped; `disable_n`: n (and best_of) forced to 1;
+- `strip_reasoning`: reasoning / reasoning_content removed from the JSON response and from SSE
+  deltas, reasoning items and reasoning events of the Responses API dropped.
+
+Every decision is recorded in the exchange's attributes: `risk.level`, `risk.score`, `risk.actions`,
+`risk.reasons` (the reason code `risk_<level>` and the top evidence signals), and `risk.shadow=1` in
+shadow mode, where nothing is changed.
+
+State is in-process (one scorer per gateway process); a Redis-shared state is not built yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from distillguard.detect.online import OnlineScorer
+from distillguard.exchange import Exchange, validate
+from distillguard.gateway.config import RiskConfig
+from distillguard.gateway.errors import GatewayError, forbidden
+
+log = logging.getLogger("distillguard.gateway.risk")
+
+_REFUSING = ("block", "require_verification", "throttle")
+_REASONING_KEYS = ("reasoning", "reasoning_content")
+_REASONING_EVENTS = "response.reasoning"  # prefix of the Responses API reasoning events
+
+
+@dataclass(frozen=True, slots=True)
+class RiskVerdict:
+    """An account's latest level, with what it leads to (precomputed when the verdict changes)."""
+
+    level: str
+    score: float
+    reasons: str
+    actions: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class RiskDecision:
+    """What `decide` did to one request."""
+
+    refusal: GatewayError | None = None
+    strip_reasoning: bool = False
+    body_changed: bool = False
+
+
+def to_exchange(rec: dict[str, Any]) -> Exchange:
+    """The gateway record as an `Exchange` (fields the model rejects go to attributes, as in the audit)."""
+    try:
+        return validate(rec)
+    except ValidationError:
+        from distillguard.gateway.audit import final_line
+
+        return validate(orjson.loads(final_line(rec)))
+
+
+class RiskEngine:
+    """Background learning and scoring, the verdict dict, and the per-request decision."""
+
+    def __init__(self, cfg: RiskConfig, scorer: OnlineScorer | None = None) -> None:
+        self.cfg = cfg
+        # the scorer's own refresh schedule is ours: re-score whenever asked and something is new
+        self.scorer = scorer or OnlineScorer(window=cfg.window, refresh_every=1, dense_until=0)
+        self.verdicts: dict[str, RiskVerdict] = {}
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=cfg.queue_max)
+        self._pending: dict[str, int] = {}  # account -> exchanges learnt since its last score
+        self._last_new: dict[str, float] = {}  # account -> monotonic time of its last new exchange
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.learnt = 0
+        self.scored = 0
+        self.score_seconds = 0.0
+        self.applied = 0  # exchanges whose batch's verdicts are in `verdicts`
+
+    # -- background -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="distillguard-risk")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.scorer.close)
+
+    def observe(self, rec: dict[str, Any]) -> None:
+        """Queue one completed exchange (called after the response; never blocks, drops when full)."""
+        try:
+            self._queue.put_nowait(dict(rec))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _run(self) -> None:
+        while True:
+            batch: list[dict[str, Any]] = []
+            with contextlib.suppress(TimeoutError):  # a timeout still re-scores accounts gone quiet
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout=self.cfg.rescore_s))
+            while not self._queue.empty() and len(batch) < 1024:
+                batch.append(self._queue.get_nowait())
+            try:
+                # one thread at a time: the scorer (and its DuckDB connection) is never shared
+                fresh = await asyncio.to_thread(self._learn_and_score, batch)
+            except Exception as e:  # a scoring failure keeps the last verdicts; traffic is unaffected
+                log.warning("risk scoring failed", extra={"error": f"{e.__class__.__name__}: {e}"})
+                self.applied += len(batch)
+                continue
+            self.verdicts.update(fresh)
+            self.applied += len(batch)
+
+    def _learn_and_score(self, batch: list[dict[str, Any]]) -> dict[str, RiskVerdict]:
+        now = time.monotonic()
+        for rec in batch:
+            try:
+                ex = to_exchange(rec)
+            except (ValidationError, ValueError):
+                continue
+            self.scorer.learn_one(ex)
+            self.learnt += 1
+            self._pending[ex.account_id] = self._pending.get(ex.account_id, 0) + 1
+            self._last_new[ex.account_id] = now
+        out: dict[str, RiskVerdict] = {}
+        for acc, n in list(self._pending.items()):
+            if n < self.cfg.rescore_every and now - self._last_new[acc] < self.cfg.rescore_s:
+                continue
+            t = time.perf_counter()
+            v = self.scorer.score_one(acc)
+            self.score_seconds += time.perf_counter() - t
+            self.scored += 1
+            del self._pending[acc]
+            code = f"risk_{v.level}"
+            top = v.reasons(self.cfg.top_reasons)
+            out[acc] = RiskVerdict(
+                level=v.level,
+                score=v.score,
+                reasons=f"{code}; {top}" if top else code,
+                actions=tuple(a for a in self.cfg.actions.get(v.level, []) if a != "allow"),
+            )
+        return out
+
+    # -- request path -----------------------------------------------------------------------------------
+
+    def decide(
+        self, account_id: str, endpoint: str, body: dict[str, Any], rec: dict[str, Any]
+    ) -> RiskDecision:
+        """Record the account's verdict on `rec` and apply its actions to `body` (in place)."""
+        d = RiskDecision()
+        v = self.verdicts.get(account_id)
+        if v is None:
+            return d
+        a = rec["attributes"]
+        a["risk.level"] = v.level
+        a["risk.score"] = f"{v.score:.3f}"
+        a["risk.actions"] = ",".join(v.actions) or "allow"
+        a["risk.reasons"] = v.reasons
+        if self.cfg.shadow:
+            a["risk.shadow"] = "1"
+            return d
+        for act in v.actions:
+            if act in _REFUSING:
+                d.refusal = self._refusal(act, v)
+                return d
+        for act in v.actions:
+            if act == "cap_max_tokens":
+                d.body_changed |= _cap(endpoint, body, self.cfg.max_tokens_cap)
+            elif act == "disable_logprobs":
+                for k in ("logprobs", "top_logprobs"):
+                    if k in body:
+                        del body[k]
+                        d.body_changed = True
+            elif act == "disable_n":
+                for k in ("n", "best_of"):
+                    if body.get(k) not in (None, 1):
+                        body[k] = 1
+                        d.body_changed = True
+            elif act == "strip_reasoning":
+                d.strip_reasoning = True
+        return d
+
+    def _refusal(self, act: str, v: RiskVerdict) -> GatewayError:
+        if act == "block":
+            return forbidden(
+                f"This account's requests are refused by the abuse policy ({v.reasons.split(';')[0]}).",
+                "risk_block",
+            )
+        if act == "require_verification":
+            return forbidden(
+                "This account must complete verification before it can continue to use the API.",
+                "verification_required",
+            )
+        s = self.cfg.throttle_retry_after_s
+        return GatewayError(
+            429,
+            f"Requests from this account are throttled; retry after {s} s.",
+            "rate_limit_exceeded",
+            "risk_throttle",
+            headers={"retry-after": str(s), "retry-after-ms": str(s * 1000)},
+        )
+
+
+def _cap(endpoint: str, body: dict[str, Any], cap: int) -> bool:
+    if endpoint == "/v1/embeddings":
+        return False
+    keys = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+    changed = False
+    named = False
+    for k in keys:
+        v = body.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            named = True
+            if v > cap:
+                body[k] = cap
+                changed = True
+    if not named:
+        body["max_output_tokens" if endpoint == "/v1/responses" else "max_tokens"] = cap
+        changed = True
+    return changed
+
+
+def strip_json(endpoint: str, obj: Any) -> bool:
+    """Remove reasoning from a JSON response body (in place); True when something was removed."""
+    if not isinstance(obj, dict):
+        return False
+    changed = False
+    if endpoint == "/v1/responses":
+        out = obj.get("output")
+        if isinstance(out, list):
+            kept = [i for i in out if not (isinstance(i, dict) and i.get("type") == "reasoning")]
+            if len(kept) != len(out):
+                obj["output"] = kept
+                changed = True
+        return changed
+    for ch in obj.get("choices") or []:
+        if isinstance(ch, dict):
+            for part in (ch.get("message"), ch.get("delta")):
+                if isinstance(part, dict):
+                    for k in _REASONING_KEYS:
+                        if k in part:
+                            del part[k]
+                            changed = True
+    return changed
+
+
+def strip_event(endpoint: str, obj: Any) -> tuple[bool, bool]:
+    """One parsed SSE event: (drop it, it was changed in place)."""
+    if not isinstance(obj, dict):
+        return False, False
+    if endpoint == "/v1/responses":
+        t = obj.get("type")
+        if isinstance(t, str) and t.startswith(_REASONING_EVENTS):
+            return True, False
+        item = obj.get("item")
+        if isinstance(item, dict) and item.get("type") == "reasoning":
+            return True, False
+        resp = obj.get("response")
+        return False, strip_json(endpoint, resp) if isinstance(resp, dict) else False
+    return False, strip_json(endpoint, obj)
