@@ -233,12 +233,12 @@ def _intel_matcher(cfg: Any, db: str | None) -> tuple[Any, Any]:
     """The indicator store and a matcher over its indicators in force now (keyed ones need the keyring)."""
     from datetime import UTC, datetime
 
-    from distillguard.intel.cli import _keyring, _store
+    from distillguard.intel.cli import load_keyring, open_store
     from distillguard.intel.match import Matcher, MatchError
 
-    store = _store(db, cfg.intel)
+    store = open_store(db, cfg.intel)
     try:
-        kr = _keyring(None, cfg.intel, required=False)
+        kr = load_keyring(None, cfg.intel, required=False)
         m = Matcher.from_store(store, kr, datetime.now(UTC), skeleton_threshold=cfg.intel.skeleton_threshold)
     except MatchError as e:
         store.close()

@@ -44,7 +44,7 @@ def _cfg(config: Path | None) -> Any:
         fail(str(e))
 
 
-def _store(db: str | None, cfg: Any) -> Any:
+def open_store(db: str | None, cfg: Any) -> Any:
     from distillguard.intel.store import IntelStore, StoreError, StorePolicy
 
     try:
@@ -53,7 +53,7 @@ def _store(db: str | None, cfg: Any) -> Any:
         fail(str(e))
 
 
-def _keyring(path: Path | None, cfg: Any, required: bool = True) -> Any:
+def load_keyring(path: Path | None, cfg: Any, required: bool = True) -> Any:
     from distillguard.intel.privacy import Keyring, KeyringError
 
     p = path or cfg.keyring
@@ -115,7 +115,7 @@ def list_(
     if type_ is not None and type_ not in {t.value for t in IndicatorType}:
         fail(f"--type {type_!r}: one of {', '.join(t.value for t in IndicatorType)}")
     now = datetime.now(UTC)
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         inds = st.indicators(type=type_, limit=limit)
         assess = st.assess_many(inds, now)
         if json_out:
@@ -163,7 +163,7 @@ def import_(
         got = load_bundle(bundle)
     except StixError as e:
         fail(f"{bundle}: {e}")
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         try:
             res = st.add(got.records, via=f"stix:{bundle.name}", org=org)
         except StoreError as e:
@@ -184,7 +184,7 @@ def export(
     from distillguard.intel.stix import dumps_bundle
 
     cfg = _cfg(config)
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         recs = st.records(type=type_, active_at=datetime.now(UTC) if active else None)
     out_path.write_bytes(dumps_bundle(recs, our_org(cfg.org), indent=True))
     console.print(
@@ -227,7 +227,7 @@ def publish(
     from distillguard.intel.store import StoreError
 
     cfg = _cfg(config)
-    kr = _keyring(keyring, cfg)
+    kr = load_keyring(keyring, cfg)
     acc = None
     if accounts is not None:
         if not accounts.exists():
@@ -246,7 +246,7 @@ def publish(
         )  # fmt: skip
     except (PublishError, ValueError) as e:
         fail(str(e))
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         try:
             st.add(recs, via="publish", org=org.id)  # no local path: provenance travels with STIX
         except StoreError as e:
@@ -291,10 +291,10 @@ def match(
     if not pq_path.exists():
         fail(f"{scan_dir} has no exchanges.parquet: run `distillguard scan` first")
     now = datetime.now(UTC)
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         try:
             m = Matcher.from_store(
-                st, _keyring(keyring, cfg, required=False), now, skeleton_threshold=cfg.skeleton_threshold
+                st, load_keyring(keyring, cfg, required=False), now, skeleton_threshold=cfg.skeleton_threshold
             )
         except MatchError as e:
             fail(str(e))
@@ -446,7 +446,7 @@ def push(
 
     cfg = _cfg(config)
     org = our_org(cfg.org)
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         recs = st.records(source_org=None if all_ else org.id)
     recs.indicators = [i for i in recs.indicators if i.tlp is not TLP.RED]
     recs.campaigns = [c for c in recs.campaigns if c.tlp is not TLP.RED]
@@ -489,7 +489,7 @@ def pull(
         got = load_bundle(bundle)
     except StixError as e:
         fail(f"{url} {collection_id}: {e}")
-    with _store(db, cfg) as st:
+    with open_store(db, cfg) as st:
         try:
             res = st.add(got.records, via=f"taxii:{url.rstrip('/')}/{collection_id}")
         except StoreError as e:
