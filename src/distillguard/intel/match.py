@@ -19,6 +19,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,9 @@ from distillguard.intel.indicator import DIGEST_TYPES, Indicator, IndicatorType
 from distillguard.intel.privacy import Keyring, decode_sketch
 from distillguard.intel.skeleton import projections
 from distillguard.store.engine import Engine
+
+if TYPE_CHECKING:  # the store imports nothing of matching; only its type is needed here
+    from distillguard.intel.store import IntelStore
 
 # Kinds of match, each its own evidence (an ASN says far less than an exact address).
 KINDS = ("address", "asn", "user_agent", "identity", "skeleton")
@@ -122,13 +126,15 @@ class Matcher:
             self._by_type.setdefault(ind.type, []).append(k)
 
     @classmethod
-    def from_store(cls, store: object, keyring: Keyring | None, at: datetime, **kw: object) -> Matcher:
+    def from_store(
+        cls, store: IntelStore, keyring: Keyring | None, at: datetime, skeleton_threshold: float = 0.5
+    ) -> Matcher:
         """All active indicators of an `IntelStore`, with their decayed confidence and block policy."""
-        inds = list(store.indicators(active_at=at))  # type: ignore[attr-defined]
-        assessed = store.assess_many(inds, at)  # type: ignore[attr-defined]
+        inds = store.indicators(active_at=at)
+        assessed = store.assess_many(inds, at)
         conf = [a.confidence for a in assessed]
         block = [a.blocks for a in assessed]
-        return cls(inds, conf, block, keyring, **kw)  # type: ignore[arg-type]
+        return cls(inds, conf, block, keyring, skeleton_threshold)
 
     def __len__(self) -> int:
         return len(self.indicators)
