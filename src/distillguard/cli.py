@@ -166,7 +166,9 @@ def scan(
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when any row was quarantined."),
     top: int = typer.Option(10, "--top", help="Campaigns and accounts shown in the summary."),
     intel: bool = typer.Option(
-        False, "--intel", help="Match traffic against the indicator store ([intel] db) and record sightings."
+        False,
+        "--intel",
+        help="Match traffic against the indicator store (\\[intel] db) and record sightings.",
     ),
     intel_db: str | None = typer.Option(None, "--intel-db", help="Indicator store (implies --intel)."),
 ) -> None:

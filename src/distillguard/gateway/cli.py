@@ -29,7 +29,7 @@ gateway_app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-_CONFIG = typer.Option(None, "--config", "-c", help="gateway.toml (a [gateway] table is also accepted).")
+_CONFIG = typer.Option(None, "--config", "-c", help="gateway.toml (a \\[gateway] table is also accepted).")
 _DB = typer.Option(None, "--db", help="Identity database (default: the config's identity.db).")
 
 

@@ -25,9 +25,11 @@ intel_app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-DB = typer.Option(None, "--db", help="Indicator store: SQLite path or PostgreSQL URL (default: [intel] db).")
+DB = typer.Option(
+    None, "--db", help="Indicator store: SQLite path or PostgreSQL URL (default: \\[intel] db)."
+)
 CONFIG = typer.Option(None, "--config", help="TOML config (default ./distillguard.toml).")
-KEYRING = typer.Option(None, "--keyring", help="Consortium keyring (default: [intel] keyring).")
+KEYRING = typer.Option(None, "--keyring", help="Consortium keyring (default: \\[intel] keyring).")
 
 
 def fail(msg: str, code: int = 2) -> None:
