@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -264,25 +265,27 @@ def _campaign_records(
         if n >= 20:  # a user agent seen a handful of times says nothing
             add(IndicatorType.USER_AGENT, str(value), 0.6 * base_conf * share, _utc(f) or first,
                 _utc(l_) or last, "user agent of campaign traffic")  # fmt: skip
-    # templates
+    # templates: only keyed sketches of them leave
     if sk is not None and sk.num_rows:
-        inds.extend(_template_indicators(sk, set(c["accounts"]), keyring, purity["tpl"], add_args=(
-            camp_id, org, tlp, first, last, valid_until, prov, base_conf)))  # fmt: skip
+        chosen = _campaign_templates(sk, set(c["accounts"]), purity["tpl"])
+        sketches: Any = keyring.sketch([t for t, _ in chosen]) if chosen else []
+        for (_text, n_acc_t), sig in zip(chosen, sketches, strict=True):
+            add(IndicatorType.SKELETON, encode_sketch(sig), 0.8 * base_conf, first, last,
+                f"campaign prompt template ({n_acc_t} accounts)", key_epoch=epoch)  # fmt: skip
     recs.campaigns.append(camp)
     recs.indicators.extend(inds)
     return recs
 
 
-def _template_indicators(
-    sk: pa.Table, accounts: set[str], keyring: Keyring, purity: float, add_args: tuple, cap: int = 32
-) -> list[Indicator]:
-    """Keyed sketches of the campaign's templates: projections (see intel.skeleton) used by at least two
+def _campaign_templates(
+    sk: pa.Table, accounts: set[str], purity: float, cap: int = 32
+) -> list[tuple[str, int]]:
+    """The campaign's templates (text, accounts using it): projections (see intel.skeleton) used by at least two
     member accounts, whose look-alikes in the rest of the traffic are under 1 - `purity` of their use
     (a template that customers also run, such as a back-office job, is not the operation's), near
     duplicates collapsed, the `cap` most used kept."""
     from distillguard.detect import minhash
 
-    camp_id, org, tlp, first, last, valid_until, prov, base_conf = add_args
     acc = np.asarray(sk.column("account_id").to_pylist(), dtype=object)
     tpl = Templates(
         account_id=acc,
@@ -333,28 +336,7 @@ def _template_indicators(
         outside = np.bincount(ci, weights=o_w[oi], minlength=len(cand)).astype(np.float64)
     pure = np.flatnonzero(weight_a / (weight_a + outside) >= purity)
     keep = pure[np.argsort(-weight_a[pure], kind="stable")][:cap].tolist()
-    out: list[Indicator] = []
-    sketches = keyring.sketch([cand[i] for i in keep])
-    for n, i in enumerate(keep):
-        value = encode_sketch(sketches[n])
-        out.append(
-            Indicator(
-                id=_stable_id("indicator", camp_id, "skeleton", hashlib.sha256(value.encode()).hexdigest()),
-                type=IndicatorType.SKELETON,
-                value=value,
-                key_epoch=keyring.current,
-                confidence=round(0.8 * base_conf),
-                first_seen=first,
-                last_seen=last,
-                valid_until=valid_until,
-                tlp=tlp,
-                source_org=org.id,
-                campaign_id=camp_id,
-                name=f"campaign prompt template ({n_acc[i]} accounts)",
-                provenance=prov,
-            )
-        )
-    return out
+    return [(cand[i], n_acc[i]) for i in keep]
 
 
 def _utc(v: object) -> datetime | None:
