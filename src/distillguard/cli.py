@@ -21,15 +21,10 @@ console = Console(stderr=True, soft_wrap=True)
 
 from distillguard.gateway.cli import gateway_app  # noqa: E402 - after `app`, whose sub-commands these are
 from distillguard.intel.cli import intel_app  # noqa: E402
+from distillguard.report.errors import fail  # noqa: E402
 
 app.add_typer(intel_app, name="intel")
 app.add_typer(gateway_app, name="gateway")
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """Print a clear error (never a traceback) and exit."""
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(code)
 
 
 @app.command()

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 import typer
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distillguard.gateway.config import GatewayConfig, GatewayConfigError, load_gateway_config
+from distillguard.report.errors import fail
 
 if TYPE_CHECKING:
     from distillguard.gateway.identity import IdentityStore
@@ -27,22 +28,16 @@ gateway_app = typer.Typer(
     help="Enforcement gateway: OpenAI-compatible proxy with identity, tiers and audit.", no_args_is_help=True
 )
 console = Console()
-err_console = Console(stderr=True)
 
 _CONFIG = typer.Option(None, "--config", "-c", help="gateway.toml (a \\[gateway] table is also accepted).")
 _DB = typer.Option(None, "--db", help="Identity database (default: the config's identity.db).")
-
-
-def _fail(msg: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(2)
 
 
 def _cfg(path: Path | None) -> GatewayConfig:
     try:
         return load_gateway_config(path)
     except GatewayConfigError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _store(config: Path | None, db: str | None) -> IdentityStore:
@@ -52,7 +47,7 @@ def _store(config: Path | None, db: str | None) -> IdentityStore:
     try:
         engine = open_identity_db(db or cfg.identity.db)
     except IdentityError as e:
-        _fail(str(e))
+        fail(str(e))
     return IdentityStore(engine, set(cfg.tiers), cfg.default_tier)
 
 
@@ -83,7 +78,7 @@ def serve(
     if port is not None:
         cfg.server.port = port
     if workers > 1 and (host is not None or port is not None):
-        _fail("--host/--port overrides are not passed to workers; set them in the config")
+        fail("--host/--port overrides are not passed to workers; set them in the config")
     run(cfg, workers=workers, config_path=config)
 
 
@@ -93,7 +88,7 @@ def _run_admin(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except IdentityError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @gateway_app.command("create-org")
@@ -179,7 +174,7 @@ def set_tier(
     db: str | None = _DB,
 ) -> None:
     if kind not in ("account", "org"):
-        _fail("kind must be 'account' or 'org'")
+        fail("kind must be 'account' or 'org'")
     s = _store(config, db)
     _run_admin(lambda: s.set_tier(kind, subject, None if tier == "inherit" else tier))
     console.print(f"{kind} {subject}: tier {tier}")
@@ -212,7 +207,7 @@ def list_(
             for k in s.list_keys()
         ]
     else:
-        _fail("list what? orgs, accounts or keys")
+        fail("list what? orgs, accounts or keys")
     if json_out:
         for r in rows:
             typer.echo(orjson.dumps(r, default=str).decode())
@@ -232,7 +227,7 @@ def verify_audit(path: Path = typer.Argument(..., help="Hash-chained audit log."
 
     ok, n, bad = verify_chain(path)
     if not ok:
-        _fail(f"{path}: chain broken at line {bad} ({n} lines read)")
+        fail(f"{path}: chain broken at line {bad} ({n} lines read)")
     console.print(f"{path}: {n} lines, chain intact")
 
 

@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from distillguard.report.errors import fail
+
 intel_app = typer.Typer(
     name="intel",
     help="Threat-intel exchange: indicator store, STIX 2.1, TAXII 2.1, publishing and matching.",
@@ -30,11 +32,6 @@ DB = typer.Option(
 )
 CONFIG = typer.Option(None, "--config", help="TOML config (default ./distillguard.toml).")
 KEYRING = typer.Option(None, "--keyring", help="Consortium keyring (default: \\[intel] keyring).")
-
-
-def fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(code)
 
 
 def _cfg(config: Path | None) -> Any:
