@@ -4,6 +4,11 @@ ordinary customers adopt it over days.
 A model is "new" when first seen at least `NEW_AFTER_H` hours after the log starts. For each account,
 the finding is the share of its requests in the 24 h after the release that went to the new model,
 compared with the median adoption of all accounts active in that window.
+
+*Moving* traffic needs traffic to move: the finding's strength is scaled by the account's requests in the
+`WINDOW_H` hours before the release (full at `BEFORE_FULL`). An evaluation run that starts after the
+release and tries the new model beside the old ones has no earlier traffic and moved nothing; a harvester
+that switches within hours does (reports of 2026 describe a campaign moving half its traffic within 24 h).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from distillguard.detect.signals.base import Columns, Finding, ramp, register, s
 
 NEW_AFTER_H = 6.0
 WINDOW_H = 24.0
+BEFORE_FULL = 20.0  # requests in the day before the release for the finding's full strength
 
 
 @register
@@ -24,6 +30,8 @@ class ReleaseReaction:
     row_columns: ClassVar[dict[str, str]] = {
         "rel_window": f"CASE WHEN new_model_t IS NOT NULL AND t >= new_model_t AND t < new_model_t + {WINDOW_H * 3600} "
         "THEN 1 ELSE 0 END",
+        "rel_before": f"CASE WHEN new_model_t IS NOT NULL AND t < new_model_t AND t >= new_model_t - {WINDOW_H * 3600} "
+        "THEN 1 ELSE 0 END",
         "rel_on_new": f"CASE WHEN model_first_t >= log_start_t + {NEW_AFTER_H * 3600} AND t < model_first_t + {WINDOW_H * 3600} "
         "THEN 1 ELSE 0 END",
     }
@@ -31,6 +39,7 @@ class ReleaseReaction:
     account_columns: ClassVar[dict[str, str]] = {
         "rel_window_n": "sum(rel_window)",
         "rel_on_new_n": "sum(rel_on_new)",
+        "rel_before_n": "sum(rel_before)",
     }
 
     def evaluate(self, cols: Columns) -> list[Finding]:
@@ -43,7 +52,7 @@ class ReleaseReaction:
             Finding(
                 "release.fast_adoption",
                 share,
-                ramp(lift, 0.25, 0.5) * support(win, 20),
+                ramp(lift, 0.25, 0.5) * support(win, 20) * support(cols["rel_before_n"], BEFORE_FULL),
                 0.5 + base,
                 "{value:.0%} of its requests in the 24 h after a model release went to the new model",
             )
