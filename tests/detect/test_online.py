@@ -49,3 +49,22 @@ def test_online_flags_early_and_caches(builder: LogBuilder, corpora) -> None:
     v1 = sc.score_one("farm")
     assert sc.score_one("farm") is v1  # cached until enough new exchanges arrive
     sc.close()
+
+
+def test_online_state_is_bounded_and_keeps_the_busiest(builder: LogBuilder, corpora) -> None:
+    builder.orca_harvester("farm", corpora["gsm8k"], 60, ["203.0.113.9"])
+    for i in range(12):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 3, ip=f"198.51.100.{i}")
+    sc = OnlineScorer(max_accounts=5)
+    for row in sorted(builder.rows, key=lambda r: r["ts"]):
+        sc.learn_one(validate(row))
+    # The harvester, learnt all day, stays; of thirteen accounts only the five most recent are held.
+    assert len(sc) == 5 and "farm" in sc
+    assert sc.score_one("farm").level in ("suspect", "block")
+    # Scoring a given window keeps no state of its own.
+    rows = [r for r in builder.rows if r["account_id"] == "farm"]
+    from distillguard.exchange import to_row
+
+    v = OnlineScorer().score_rows("farm", [to_row(validate(r)) for r in rows], (10.0, 1000.0))
+    assert v.level in ("suspect", "block") and v.evidence
+    sc.close()

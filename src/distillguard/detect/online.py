@@ -12,7 +12,8 @@ has seen, or uses `peer_per_day` / `peer_tok_per_day` when given (for example fr
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ class OnlineScorer:
         dense_until: int = 20,
         peer_per_day: float | None = None,
         peer_tok_per_day: float | None = None,
+        max_accounts: int = 100_000,
     ) -> None:
         self.cfg = cfg or Config()
         self.window = window
@@ -61,14 +63,28 @@ class OnlineScorer:
         self._peer = peer_per_day
         self._peer_tok = peer_tok_per_day
         self._sigs: list[Signal] = [cls() for cls in signals().values()]
-        self._state: dict[str, _AccountState] = {}
+        # Least recently learnt first: past `max_accounts` the idlest account's state is dropped, so a
+        # long-running gateway's memory is bounded however many accounts it sees.
+        self.max_accounts = max_accounts
+        self._state: OrderedDict[str, _AccountState] = OrderedDict()
         self._engine = DuckDBEngine(threads=1, memory_limit="256MB")
+
+    def __len__(self) -> int:
+        """Accounts whose state is held."""
+        return len(self._state)
+
+    def __contains__(self, account_id: object) -> bool:
+        return account_id in self._state
 
     def learn_one(self, ex: Exchange) -> None:
         """Add one exchange to its account's state."""
         st = self._state.get(ex.account_id)
         if st is None:
             st = self._state[ex.account_id] = _AccountState(rows=deque(maxlen=self.window))
+            while len(self._state) > self.max_accounts:
+                self._state.popitem(last=False)
+        else:
+            self._state.move_to_end(ex.account_id)
         st.rows.append(to_row(ex))
         st.seen += 1
         st.days.add(ex.ts.date())
@@ -103,18 +119,29 @@ class OnlineScorer:
         return st.verdict
 
     def _compute(self, account_id: str, st: _AccountState) -> Verdict:
+        return self.score_rows(account_id, st.rows, self._peers())
+
+    def score_rows(
+        self, account_id: str, rows: Iterable[dict[str, Any]], peers: tuple[float, float]
+    ) -> Verdict:
+        """Score one account's window of rows (`exchange.to_row` form) with the batch SQL, against the
+        given peer medians (requests, output tokens per day). Keeps no state: a shared store (the
+        gateway's Redis risk state) holds the window and calls this."""
         from distillguard.detect.pipeline import score_accounts
 
+        batch = list(rows)
+        if not batch:
+            return Verdict(account_id=account_id, score=0.0, level="ok")
         eng = self._engine
-        eng.register_arrow("exchanges", rows_to_batch(list(st.rows)))
+        eng.register_arrow("exchanges", rows_to_batch(batch))
         features.materialize_rows(eng, self._sigs)
         tpl = skeletons.templates(eng, self.cfg.scan.skeleton_sample, self.cfg.scan.skeleton_threshold)
-        peer, peer_tok = self._peers()
-        peers = {"peer_per_day": np.array([peer]), "peer_tok_per_day": np.array([peer_tok])}
-        sc = score_accounts(eng, self._sigs, self.cfg, tpl, peers)
+        peer, peer_tok = peers
+        pcols = {"peer_per_day": np.array([peer]), "peer_tok_per_day": np.array([peer_tok])}
+        sc = score_accounts(eng, self._sigs, self.cfg, tpl, pcols)
         # the account's client slices, scored like the batch scan scores them (see detect.slices)
-        peers["release_base"] = np.array([release.adoption_base(sc.cols)])
-        lifted = slices.lift(sc, slices.score_slices(eng, self._sigs, self.cfg, sc, tpl, peers), self.cfg)
+        pcols["release_base"] = np.array([release.adoption_base(sc.cols)])
+        lifted = slices.lift(sc, slices.score_slices(eng, self._sigs, self.cfg, sc, tpl, pcols), self.cfg)
         s = float(sc.score[0])
         evidence = scoring.evidence_for(0, sc.findings, sc.contrib, self.cfg.scan.examples)
         if 0 in lifted:
