@@ -26,6 +26,10 @@ from distillguard.report.errors import fail  # noqa: E402
 app.add_typer(intel_app, name="intel")
 app.add_typer(gateway_app, name="gateway")
 
+from distillguard.audit.cli import audit_cmd  # noqa: E402 - enterprise self-audit (docs/audit.md)
+
+app.command("audit")(audit_cmd)
+
 
 @app.command()
 def schema() -> None:

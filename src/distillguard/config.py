@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from distillguard.audit.config import AuditConfig
 from distillguard.detect.evidence import LEVELS
 
 
@@ -178,6 +179,7 @@ class Config(BaseModel):
     scan: ScanConfig = Field(default_factory=ScanConfig)
     intel: IntelConfig = Field(default_factory=IntelConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
 
 class ConfigError(Exception):
