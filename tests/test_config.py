@@ -32,3 +32,18 @@ def test_bad_config_names_the_field(tmp_path: Path, text: str, msg: str) -> None
 def test_missing_named_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load(tmp_path / "nope.toml")
+
+
+def test_one_file_configures_scan_and_gateway(tmp_path: Path) -> None:
+    from distillguard.gateway.config import GatewayConfigError, load_gateway_config
+
+    p = tmp_path / "dg.toml"
+    p.write_text("[scan]\nskeleton_sample = 32\n[gateway.upstream]\nurl = 'http://127.0.0.1:9/v1'\n")
+    assert load(p).scan.skeleton_sample == 32
+    assert load_gateway_config(p).upstream.url == "http://127.0.0.1:9/v1"
+    # the gateway's own table is still validated, by the gateway
+    p.write_text("[scan]\nskeleton_sample = 32\n[gateway]\nupstreem = 'x'\n[scna]\n")
+    with pytest.raises(ConfigError, match="scna"):
+        load(p)  # a misspelt table of its own is still refused
+    with pytest.raises(GatewayConfigError, match="upstreem"):
+        load_gateway_config(p)

@@ -186,6 +186,11 @@ class ConfigError(Exception):
     pass
 
 
+# Tables of the same file that other commands own and validate with their own models: one TOML file
+# can configure the scan, the gateway and the review console. Typos elsewhere are still refused.
+OWNED_ELSEWHERE = ("gateway", "ui")
+
+
 def load(path: Path | None = None) -> Config:
     """Load a TOML config; `None` looks for ./distillguard.toml and falls back to the defaults."""
     if path is None:
@@ -198,6 +203,8 @@ def load(path: Path | None = None) -> Config:
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    for table in OWNED_ELSEWHERE:
+        data.pop(table, None)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
