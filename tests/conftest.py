@@ -118,3 +118,38 @@ class LogBuilder:
 @pytest.fixture
 def builder() -> Iterator[LogBuilder]:
     yield LogBuilder(seed=1)
+
+
+def _need_browser(what: str) -> None:
+    import os
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is needed in CI")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's `chromium` (never `playwright install`, which downloads a browser)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        _need_browser("Chromium (apt-get install chromium)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str) -> Iterator[Any]:
+    """One headless Chromium for the whole run: Playwright's sync API allows one instance at a time."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need_browser("playwright (pip install playwright)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium)
+        try:
+            yield b
+        finally:
+            b.close()
