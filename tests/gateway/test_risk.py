@@ -200,3 +200,33 @@ def test_strip_helpers() -> None:
     assert strip_json("/v1/responses", resp) and [o["type"] for o in resp["output"]] == ["message"]
     assert strip_event("/v1/responses", {"type": "response.reasoning_summary_text.delta"}) == (True, False)
     assert strip_event("/v1/responses", {"type": "response.output_text.delta"}) == (False, False)
+
+
+def test_busy_account_is_rescored_at_most_every_rescore_min_s() -> None:
+    from datetime import UTC, datetime
+
+    from distillguard.exchange import validate
+    from distillguard.gateway.config import RiskConfig
+    from distillguard.gateway.risk_state import build_state
+
+    cfg = RiskConfig(rescore_every=10, rescore_min_s=1.0)
+    st = build_state(cfg, None)
+    ts = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
+
+    def batch(k: int) -> list:
+        return [
+            validate(
+                {"exchange_id": f"e{k}-{i}", "ts": ts, "account_id": "busy", "model": "m", "messages": []}
+            )
+            for i in range(10)
+        ]
+
+    st.learn(batch(0), now=100.0)
+    assert st.due(100.0) == ["busy"]  # the first score is never held back
+    st.learn(batch(1), now=100.4)
+    assert st.due(100.4) == []  # ten new exchanges, but scored 0.4 s ago
+    assert st.due(100.9) == []
+    assert st.due(101.0) == ["busy"]  # still pending, now due
+    st.learn(batch(2), now=101.2)
+    assert st.due(101.2) == []
+    st.close()

@@ -8,7 +8,7 @@ Per request on a proxied route (`/v1/chat/completions`, `/v1/completions`, `/v1/
 2. write the audit intent (`audit.begin`, see `audit.py`);
 3. resolve the key (401), apply the tier (403/400), ask the limiter (429 with Retry-After);
 4. forward to the upstream while a watcher listens for the client's disconnect, which cancels the
-   upstream call (httpx then closes that connection, so the upstream sees the cancel);
+   upstream call (its connection is then closed, so the upstream sees the cancel);
 5. relay: JSON bodies whole, SSE event by event as they arrive; the audit's final record is written
    before the last byte (the JSON body, the stream's `[DONE]` or terminal event) is sent;
 6. reconcile the limiter with the real usage, count metrics, log one JSON line (ids and timings only).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import secrets
@@ -28,10 +29,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-import httpx
 import orjson
 
+from distillguard.gateway.admin import PREFIX as ADMIN_PREFIX
+from distillguard.gateway.admin import AdminAPI
 from distillguard.gateway.audit import AuditLog, AuditUnavailable, NullAudit
 from distillguard.gateway.config import GatewayConfig, TierConfig
 from distillguard.gateway.errors import GatewayError, bad_request, error_body
@@ -40,7 +43,10 @@ from distillguard.gateway.hooks import DecisionLike, Limiter
 from distillguard.gateway.identity import IdentityStore, KeyCache, ResolvedKey, open_identity_db
 from distillguard.gateway.intel import IntelGate
 from distillguard.gateway.limits.config import build_limiter
+from distillguard.gateway.links import LinkGate
 from distillguard.gateway.metrics import Metrics
+from distillguard.gateway.openapi import openapi_document
+from distillguard.gateway.otel_export import OtelExporter
 from distillguard.gateway.policy import (
     check_shape,
     descriptors,
@@ -50,7 +56,14 @@ from distillguard.gateway.policy import (
 )
 from distillguard.gateway.records import ResponseAccumulator, request_record
 from distillguard.gateway.risk import RiskEngine, strip_event, strip_json
-from distillguard.gateway.upstream import make_client, status_error, transport_error
+from distillguard.gateway.upstream import (
+    UPSTREAM_ERRORS,
+    UpstreamClient,
+    UpstreamResponse,
+    make_client,
+    status_error,
+    transport_error,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -111,20 +124,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class Gateway:
-    """The ASGI app. `limiter`, `store` and `transport` may be injected (tests, embedding)."""
+    """The ASGI app. `limiter` and `store` may be injected (tests, embedding)."""
 
     def __init__(
         self,
         cfg: GatewayConfig,
         limiter: Limiter[Any] | None = None,
         store: IdentityStore | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.cfg = cfg
         # the configured limiter (in-process by default, Redis across replicas) unless one is injected
         self.limiter: Limiter[Any] = limiter or build_limiter(cfg.limits)
         self.store = store
-        self.transport = transport
         self.metrics = Metrics()
         a = cfg.audit
         self.audit: AuditLog | NullAudit = (
@@ -133,7 +144,7 @@ class Gateway:
             else NullAudit()
         )
         self.keys: KeyCache | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: UpstreamClient | None = None
         self._upstream_auth = f"Bearer {cfg.upstream.secret()}".encode() if cfg.upstream.secret() else None
         self._trusted = [ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies]
         # Optional policy steps (None when not configured): jurisdiction (geo.py), intel blocklists
@@ -143,7 +154,24 @@ class Gateway:
         # online risk (risk.py): verdicts per account, learnt and scored in the background
         r = cfg.risk
         self.risk: RiskEngine | None = RiskEngine(r) if r is not None and r.enabled else None
+        # OpenTelemetry GenAI spans of the audited exchanges (otel_export.py), batched in the background
+        self.otel: OtelExporter | None = OtelExporter(cfg.otel) if cfg.otel is not None else None
+        # linked identities (links.py): campaign budgets shared by linked accounts, loaded at startup
+        self.links: LinkGate | None = None
+        # admin API (admin.py) under /admin/v1/, only when an admin token is configured
+        token = cfg.admin.token_hash()
+        self.admin: AdminAPI | None = (
+            AdminAPI(lambda: self.store, cfg.tiers, token, cfg.admin.max_body_bytes, self._admin_changed)
+            if token
+            else None
+        )
+        self._openapi = orjson.dumps(openapi_document(admin=self.admin is not None))
         self._ready = False
+
+    def _admin_changed(self) -> None:
+        # this replica sees an admin change at once; the others at their next revision poll (< 1 s)
+        if self.keys is not None:
+            self.keys.clear()
 
     # -- lifespan ---------------------------------------------------------------------------------------
 
@@ -160,10 +188,15 @@ class Gateway:
             await self.intel.start()
         if self.risk is not None:
             await self.risk.start()
+        if self.otel is not None:
+            await self.otel.start()
+        if self.cfg.links is not None and self.links is None:
+            self.links = await asyncio.to_thread(LinkGate, self.cfg.links)
+            await self.links.start()
         rep = self.audit.open()
         if rep is not None and rep.recovered:
             self.metrics.audit_recovered.inc(rep.recovered)
-        self.client = make_client(self.cfg.upstream, self.transport)
+        self.client = make_client(self.cfg.upstream)
         self._ready = True
         logging.getLogger("distillguard.gateway").info(
             "gateway ready",
@@ -183,10 +216,15 @@ class Gateway:
             self.intel = None
         if self.risk is not None:
             await self.risk.stop()
+        if self.otel is not None:
+            await self.otel.stop()
+        if self.links is not None:
+            await self.links.stop()
+            self.links = None
         if self.geo is not None:
             self.geo.close()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
         aclose = getattr(self.limiter, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
@@ -233,6 +271,10 @@ class Gateway:
         elif path == "/metrics":
             body, ctype = self.metrics.render()
             await _respond(send, 200, body, [(b"content-type", ctype.encode())])
+        elif path == "/openapi.json":
+            await _respond(send, 200, self._openapi, _JSON)
+        elif self.admin is not None and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
+            await self.admin(scope, receive, send)
         else:
             await self._send_error(
                 send, GatewayError(404, f"Unknown path {path!r}.", "invalid_request_error", "unknown_url")
@@ -289,17 +331,31 @@ class Gateway:
                     "model",
                 )
             try:
-                resp = await self.client.get(path.removeprefix("/v1"), headers=self._up_headers())
-            except httpx.HTTPError as e:
+                resp = await self.client.request(
+                    # the decoded path re-quoted: a model id with CR/LF or non-ASCII (`%0d%0a`) must not
+                    # reach the upstream's request line raw (header injection; a 500 found by schemathesis)
+                    self.client.head(
+                        "GET",
+                        "/models" + ("/" + quote(model, safe="/:@") if model else ""),
+                        self._up_json,
+                        None,
+                    )
+                )
+                try:
+                    up_status = resp.status
+                    body = await resp.read()
+                    retry_after = resp.headers.get("retry-after")
+                finally:
+                    resp.close()
+            except UPSTREAM_ERRORS as e:
                 raise transport_error(e) from e
-            if resp.status_code != 200:
-                err = status_error(resp.status_code, resp.content, resp.headers.get("retry-after"))
+            if up_status != 200:
+                err = status_error(up_status, body, retry_after)
                 if err is not None:
                     raise err
-                status = resp.status_code
-                await _respond(send, status, resp.content, [*_JSON, *rh])
+                status = up_status
+                await _respond(send, status, body, [*_JSON, *rh])
                 return
-            body = resp.content
             if not model:
                 # List only what this tier may call: a model it cannot use is not advertised.
                 obj = orjson.loads(body)
@@ -344,6 +400,26 @@ class Gateway:
             h["authorization"] = self._upstream_auth.decode()
         return h
 
+    @functools.cached_property
+    def _up_heads(self) -> dict[tuple[str, bool], bytes]:
+        # request heads per (route, stream), built once, less the content-length and the blank line
+        assert self.client is not None
+        return {
+            (p, sse): self.client.head(
+                "POST", p.removeprefix("/v1"), self._up_sse if sse else self._up_json, None
+            )[:-2]
+            for p in PROXIED
+            for sse in (False, True)
+        }
+
+    @functools.cached_property
+    def _up_json(self) -> dict[str, str]:
+        return self._up_headers("application/json")
+
+    @functools.cached_property
+    def _up_sse(self) -> dict[str, str]:
+        return self._up_headers("text/event-stream")
+
     # -- proxied routes ---------------------------------------------------------------------------------
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
@@ -358,22 +434,16 @@ class Gateway:
                     f"Request body of {int(cl)} bytes exceeds the limit of {limit} bytes.",
                     code="request_too_large",
                 )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise ClientGone
-            b = msg.get("body", b"")
-            if b:
-                size += len(b)
-                if size > limit:
-                    raise GatewayError(
-                        413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large"
-                    )
-                chunks.append(b)
-            if not msg.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            # a body trickled in (slowloris) would hold an in-flight slot for ever: it has a deadline
+            async with asyncio.timeout(self.cfg.server.body_timeout_s):
+                return await _receive_body(receive, limit)
+        except TimeoutError:
+            raise GatewayError(
+                408,
+                f"Request body not received within {self.cfg.server.body_timeout_s:g} s.",
+                code="request_timeout",
+            ) from None
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
         st = _State()
@@ -454,7 +524,17 @@ class Gateway:
                         raw = orjson.dumps(body)
                     st.strip_reasoning = rd.strip_reasoning
                 est = estimate_tokens(endpoint, body, len(raw), tier, self.cfg)
-                decision = await self.limiter.admit(descriptors(key, tier, rec["client_ip"]), est)
+                descs = descriptors(key, tier, rec["client_ip"])
+                if self.links is not None:
+                    # linked identities: one more budget per campaign the account is linked into
+                    link = self.links.descriptors(key.account_id, tier.quotas.get("link"))
+                    if link:
+                        rec["attributes"]["link.campaigns"] = ",".join(d.id for d in link)
+                        descs.extend(link)
+                decision = await self.limiter.admit(descs, est)
+                if getattr(decision, "degraded", False):
+                    # the limiter's backend was down and the outage policy decided, not a count
+                    rec["attributes"]["limits.degraded"] = "fail_open" if decision.allowed else "fail_closed"
                 if not decision.allowed:
                     d = decision
                     decision = None  # nothing reserved: nothing to reconcile
@@ -469,6 +549,15 @@ class Gateway:
             await self._forward_watched(scope, receive, send, endpoint, body, raw, rec, rh, st, acc)
         except ClientGone:
             st.status = 499
+        except Exception as e:
+            # A bug, or an audit write that failed: the exchange still gets its final record now, not only
+            # at the next restart's WAL recovery; uvicorn then answers 500 (or cuts a started stream).
+            st.status, st.reason = 500, "internal_error"
+            if not st.recorded:
+                with contextlib.suppress(Exception):
+                    msg = f"gateway error ({e.__class__.__name__})"
+                    await self._finish(st, rec, acc, 500, msg, "internal_error")
+            raise
         finally:
             self.metrics.in_flight.dec()
             if decision is not None:
@@ -477,6 +566,8 @@ class Gateway:
                 if self.risk is not None and st.status == 200:
                     self.risk.observe(rec)
             self._observe(endpoint, st, rec)
+            if self.otel is not None and "status" in rec:  # a final record was written (or attempted)
+                self.otel.observe(rec)
 
     async def _reconcile(self, decision: DecisionLike, acc: ResponseAccumulator, rec: dict[str, Any]) -> None:
         used = acc.total_tokens()
@@ -493,11 +584,9 @@ class Gateway:
 
     def _observe(self, endpoint: str, st: _State, rec: dict[str, Any]) -> None:
         total = time.perf_counter() - st.t0
-        m = self.metrics
-        m.requests.labels(endpoint, str(st.status)).inc()
-        if st.t_fwd:
-            m.upstream_seconds.labels(endpoint).observe(st.upstream_s)
-            m.overhead_seconds.labels(endpoint).observe(max(0.0, total - st.upstream_s))
+        self.metrics.exchange(
+            endpoint, st.status, st.upstream_s if st.t_fwd else None, max(0.0, total - st.upstream_s)
+        )
         if self.cfg.server.access_log:
             log.info(
                 "exchange",
@@ -520,6 +609,7 @@ class Gateway:
     ) -> None:
         st.status, st.reason = e.status, e.reason
         self.metrics.refusals.labels(e.code or e.type).inc()
+        rec.update((k, v) for k, v in e.record.items() if v is not None)  # e.g. who held a revoked key
         rec["status"] = e.status
         rec["error"] = e.message
         rec["attributes"]["refusal"] = e.reason
@@ -624,44 +714,39 @@ class Gateway:
                 body = {**body, "stream_options": {**so, "include_usage": True}}
                 content = orjson.dumps(body)
                 hide_usage = True
-        req = self.client.build_request(
-            "POST",
-            endpoint.removeprefix("/v1"),
-            content=content,
-            headers=self._up_headers("text/event-stream" if stream else "application/json"),
-        )
         st.t_fwd = time.perf_counter()
         try:
-            resp = await self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
+            head = self._up_heads[(endpoint, stream)] + b"content-length: %d\r\n\r\n" % len(content)
+            resp = await self.client.request(head, content)
+        except UPSTREAM_ERRORS as e:
             st.t_up_done = time.perf_counter()
             st.upstream_s = st.t_up_done - st.t_fwd
             await self._upstream_failed(send, st, rec, acc, transport_error(e), rh)
             return
         try:
             ctype = resp.headers.get("content-type", "")
-            if stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
+            if stream and resp.status == 200 and ctype.startswith("text/event-stream"):
                 await self._relay_sse(send, resp, endpoint, rec, rh, st, acc, hide_usage)
                 return
             try:
-                data = await resp.aread()
-            except httpx.HTTPError as e:
+                data = await resp.read()
+            except UPSTREAM_ERRORS as e:
                 st.t_up_done = time.perf_counter()
                 st.upstream_s = st.t_up_done - st.t_fwd
                 await self._upstream_failed(send, st, rec, acc, transport_error(e), rh)
                 return
             st.t_up_done = time.perf_counter()
             st.upstream_s = st.t_up_done - st.t_fwd
-            if resp.status_code >= 400:
-                err = status_error(resp.status_code, data, resp.headers.get("retry-after"))
+            if resp.status >= 400:
+                err = status_error(resp.status, data, resp.headers.get("retry-after"))
                 if err is not None:
                     await self._upstream_failed(send, st, rec, acc, err, rh)
                     return
                 # A client error the upstream explained (unknown model, bad parameter): relayed as it is.
                 st.reason = "upstream_4xx"
-                await self._finish(st, rec, acc, resp.status_code, _short(data), "upstream_4xx")
+                await self._finish(st, rec, acc, resp.status, _short(data), "upstream_4xx")
                 st.finishing = True
-                await _respond(send, resp.status_code, data, [*_JSON, *rh])
+                await _respond(send, resp.status, data, [*_JSON, *rh])
                 return
             try:
                 acc.feed_json(orjson.loads(data))
@@ -685,7 +770,9 @@ class Gateway:
                     data = orjson.dumps(obj)
             await _respond(send, 200, data, [*_JSON, *rh])
         finally:
-            await resp.aclose()
+            # a response read to its end is already back in the pool; one cut short (cancelled by the
+            # client's disconnect, failed) has its connection closed, so the upstream sees the cancel
+            resp.close()
 
     async def _upstream_failed(
         self,
@@ -705,7 +792,7 @@ class Gateway:
     async def _relay_sse(
         self,
         send: Send,
-        resp: httpx.Response,
+        resp: UpstreamResponse,
         endpoint: str,
         rec: dict[str, Any],
         rh: list[tuple[bytes, bytes]],
@@ -713,52 +800,61 @@ class Gateway:
         acc: ResponseAccumulator,
         hide_usage: bool,
     ) -> None:
-        await self.audit.sync()  # the intent is durable before the client sees a byte
+        if self.cfg.audit.durable_first_byte:
+            # the intent durable before the client sees a byte (otherwise only written: kill -9 safe,
+            # and the final record is durable before the last byte either way)
+            await self.audit.sync()
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *rh]})
         held = b""  # the terminal event, sent after the final record is durable
         buf = b""
         error: str | None = None
         responses_api = endpoint == "/v1/responses"
-        try:
-            async for chunk in resp.aiter_raw():
-                buf += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-                out: list[bytes] = []
-                while True:
-                    i = buf.find(b"\n\n")
-                    if i < 0:
-                        break
-                    event, buf = buf[: i + 2], buf[i + 2 :]
-                    data = _event_data(event)
-                    if data is None:
-                        out.append(event)  # comments, keep-alives: relayed
+
+        def feed(chunk: bytes) -> list[bytes]:
+            """The complete events of `buf + chunk` to relay now (terminal ones go to `held`)."""
+            nonlocal buf, held, error
+            buf += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+            out: list[bytes] = []
+            while True:
+                i = buf.find(b"\n\n")
+                if i < 0:
+                    return out
+                event, buf = buf[: i + 2], buf[i + 2 :]
+                data = _event_data(event)
+                if data is None:
+                    out.append(event)  # comments, keep-alives: relayed
+                    continue
+                if data == b"[DONE]":
+                    held += event
+                    continue
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    out.append(event)
+                    continue
+                acc.feed_event(obj)
+                if isinstance(obj, dict):
+                    if isinstance(obj.get("error"), dict):
+                        error = str(obj["error"].get("message", "upstream error in stream"))[:500]
+                    if hide_usage and obj.get("usage") and not obj.get("choices"):
                         continue
-                    if data == b"[DONE]":
+                    if st.strip_reasoning:  # online risk: reasoning deltas and events removed
+                        drop, changed = strip_event(endpoint, obj)
+                        if drop:
+                            continue
+                        if changed:
+                            event = b"data: " + orjson.dumps(obj) + b"\n\n"
+                    if responses_api and any(t in data for t in _TERMINAL):
                         held += event
                         continue
-                    try:
-                        obj = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        out.append(event)
-                        continue
-                    acc.feed_event(obj)
-                    if isinstance(obj, dict):
-                        if isinstance(obj.get("error"), dict):
-                            error = str(obj["error"].get("message", "upstream error in stream"))[:500]
-                        if hide_usage and obj.get("usage") and not obj.get("choices"):
-                            continue
-                        if st.strip_reasoning:  # online risk: reasoning deltas and events removed
-                            drop, changed = strip_event(endpoint, obj)
-                            if drop:
-                                continue
-                            if changed:
-                                event = b"data: " + orjson.dumps(obj) + b"\n\n"
-                        if responses_api and any(t in data for t in _TERMINAL):
-                            held += event
-                            continue
-                    out.append(event)
+                out.append(event)
+
+        try:
+            async for chunk in resp.chunks():
+                out = feed(chunk)
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
-        except httpx.HTTPError as e:
+        except UPSTREAM_ERRORS as e:
             st.t_up_done = time.perf_counter()
             st.upstream_s = st.t_up_done - st.t_fwd
             err = transport_error(e)
@@ -772,6 +868,24 @@ class Gateway:
             return
         st.t_up_done = time.perf_counter()
         st.upstream_s = st.t_up_done - st.t_fwd
+        if not held and error is None:
+            # No `[DONE]` / terminal event: the upstream went away mid-stream. A body delimited by the
+            # connection's end reads the same whether the upstream finished or died (no error is
+            # reported), so the client gets an error event rather than a silently short answer.
+            err = GatewayError(
+                502,
+                "The upstream closed the stream before its end (no [DONE] or terminal event).",
+                "upstream_error",
+                "upstream_reset",
+            )
+            st.reason = err.code
+            self.metrics.refusals.labels(err.code).inc()
+            await self._finish(st, rec, acc, 200, f"stream broken: {err.message}", err.code)
+            st.finishing = True
+            tail = buf.rstrip(b"\n") + b"\n\n" if buf.strip() else b""
+            ev = b"data: " + error_body(err.message, err.type, err.code) + b"\n\n"
+            await send({"type": "http.response.body", "body": tail + ev, "more_body": False})
+            return
         if buf.strip():
             held = buf + held  # an unterminated last event: relay it as it came
         await self._finish(st, rec, acc, 200, error, "stream_error" if error else None)
@@ -814,3 +928,22 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone
+        b = msg.get("body", b"")
+        if b:
+            size += len(b)
+            if size > limit:
+                raise GatewayError(
+                    413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large"
+                )
+            chunks.append(b)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -11,10 +11,12 @@ the kernel keeps the page cache) before the gateway acts on what it records, and
 true`, the default: `fdatasync`, which also survives power loss) before the client sees what it
 records:
 
-* the intent is written before the request is checked or forwarded, and durable before the response's
-  first byte goes out (its fsync overlaps the upstream call);
+* the intent is written before the request is checked or forwarded; it is made durable only when the
+  gateway asks for it (`sync()`: before a stream's first byte when `audit.durable_first_byte` is on;
+  off by default, so a stream's first byte does not wait for an fsync);
 * the final record is written and durable before the response's last byte (the whole JSON body, or the
-  stream's `data: [DONE]` / terminal event). For a JSON response one group commit covers both.
+  stream's `data: [DONE]` / terminal event). A group commit fsyncs `audit.jsonl` only (the final
+  records); the WAL is fsynced too only for a `sync()` waiter, since a final record supersedes its intent.
 
 One group commit covers every record written while the previous one ran. So:
 
@@ -28,7 +30,7 @@ One group commit covers every record written while the previous one ran. So:
   idempotently (its records are found after the checkpoint). A line torn by the kill (no final
   newline) is cut off; it was never acknowledged, and its intent recovers it.
 * after a power loss (fsync on), a request whose intent was written but not yet durable may be missing:
-  its client had not received a byte of the response.
+  its client had not received the whole response (with `durable_first_byte`: not a byte of it).
 
 The one window left: a final record written but not yet acknowledged when the process dies says the
 exchange completed although the client missed the last byte (the record is still there exactly once).
@@ -60,6 +62,7 @@ import orjson
 from pydantic import ValidationError
 
 from distillguard.exchange import validate
+from distillguard.gateway.records import fast_line
 from distillguard.ingest.native import dump_line
 
 log = logging.getLogger("distillguard.gateway.audit")
@@ -88,6 +91,9 @@ def slot_path(path: Path, slot: int) -> Path:
 
 def final_line(record: dict[str, Any]) -> bytes:
     """The native JSONL line of a final record; a field the Exchange model rejects moves to attributes."""
+    line = fast_line(record)  # the same bytes without pydantic when the record is plainly valid
+    if line is not None:
+        return line
     try:
         return dump_line(validate(record))
     except ValidationError as e:
@@ -97,6 +103,11 @@ def final_line(record: dict[str, Any]) -> bytes:
             name = str(err["loc"][0]) if err["loc"] else ""
             if name in rec and name not in ("exchange_id", "ts", "account_id", "model", "attributes"):
                 attrs[f"invalid.{name}"] = str(rec.pop(name))[:200]
+            elif name == "model":
+                # a refused request's model may be any JSON ({"model": [null]}): the line must still be
+                # written (one bad record used to fail its whole batch; found by schemathesis)
+                attrs["invalid.model"] = str(rec.get("model"))[:200]
+                rec["model"] = "unknown"
         rec["attributes"] = attrs
         return dump_line(validate(rec))
 
@@ -191,6 +202,7 @@ class AuditLog:
         # group commit: futures whose records are written, waiting for the next fdatasync
         self._sync_cv = threading.Condition()
         self._sync_waiting: list[asyncio.Future[None]] = []
+        self._sync_wal = False  # a sync() waiter needs the WAL durable too (not only audit.jsonl)
         self._sync_thread: threading.Thread | None = None
         self._fd_lock = threading.Lock()  # fds swapped by WAL rotation while the sync thread may use them
         self.records_written = 0
@@ -344,6 +356,7 @@ class AuditLog:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._sync_cv:
             self._sync_waiting.append(fut)
+            self._sync_wal = True
             self._sync_cv.notify()
         await fut
 
@@ -441,11 +454,13 @@ class AuditLog:
                 if not self._sync_waiting and self._closed:
                     return
                 futs, self._sync_waiting = self._sync_waiting, []
+                wal, self._sync_wal = self._sync_wal, False
             err: Exception | None = None
             try:
                 with self._fd_lock:
                     os.fdatasync(self._fd)
-                    os.fdatasync(self._wal_fd)
+                    if wal:
+                        os.fdatasync(self._wal_fd)
             except OSError as e:
                 err = AuditUnavailable(f"audit log fsync failed: {e.strerror}")
             loop = self._loop

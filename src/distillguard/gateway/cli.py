@@ -165,6 +165,16 @@ def revoke_key(
     console.print(f"revoked {key_id}")
 
 
+@gateway_app.command("disable-account")
+def disable_account(
+    account_id: str = typer.Argument(...), config: Path | None = _CONFIG, db: str | None = _DB
+) -> None:
+    """Disable an account: its keys get 403 on every replica within 1 s (also POST /admin/v1/accounts/ID/disable)."""
+    s = _store(config, db)
+    _run_admin(lambda: s.disable_account(account_id))
+    console.print(f"disabled {account_id}")
+
+
 @gateway_app.command("set-tier")
 def set_tier(
     kind: str = typer.Argument(..., help="account or org"),

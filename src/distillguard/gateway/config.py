@@ -7,6 +7,7 @@ front of an upstream on 127.0.0.1:8000, three KYC tiers, keys in `gateway.db`, a
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distillguard.gateway.limits.config import LimitsConfig
 
-QuotaKind = Literal["key", "account", "org", "ip"]
+QuotaKind = Literal["key", "account", "org", "ip", "link"]
 
 
 class GatewayConfigError(Exception):
@@ -62,6 +63,16 @@ class ServerConfig(BaseModel):
     )
     access_log: bool = Field(True, description="One JSON log line per request (no prompt text, no keys).")
     log_level: str = "info"
+    # abuse limits (protocols.py, app.py): slowloris heads and bodies, oversized heads
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request head not complete this long after it began gets a 408."
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1 << 20, description="A larger request head gets a 431 (httptools parser)."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="A request body not complete this long after its head gets a 408."
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -97,6 +108,12 @@ class AuditConfig(BaseModel):
         True, description="fsync each batch before acknowledging it (power-loss safe; off: kill -9 safe)."
     )
     batch_max: int = Field(1024, ge=1, description="Most records written by one write() and one fsync.")
+    durable_first_byte: bool = Field(
+        False,
+        description="A stream's first byte waits for its intent's fsync (power-loss safe from the first "
+        "byte; adds one fsync to time-to-first-byte). Off: the final record is still durable before the "
+        "last byte, and kill -9 exactly-once is unchanged.",
+    )
     hash_chain: bool = Field(False, description="Each line carries the SHA-256 of the line before it.")
     wal_rotate_bytes: int = Field(4 << 20, ge=4096, description="Write-ahead log size that starts a new one.")
 
@@ -154,6 +171,41 @@ class IntelGateConfig(BaseModel):
     throttle_retry_after_s: int = Field(60, ge=1, description="Retry-After of a throttled request.")
 
 
+ADMIN_TOKEN_ENV = "DISTILLGUARD_GATEWAY_ADMIN_TOKEN"
+
+
+class AdminConfig(BaseModel):
+    """The admin HTTP API (`/admin/v1/`, admin.py): off unless a token hash or the token's env var is set."""
+
+    model_config = ConfigDict(extra="forbid")
+    token_sha256: str | None = Field(
+        None, description="SHA-256 (hex) of the admin bearer token; the token itself is never stored."
+    )
+    token_env: str = Field(
+        ADMIN_TOKEN_ENV, description="Environment variable holding the admin token (used when set)."
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger admin request bodies get a 413.")
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v)):
+            raise ValueError("token_sha256 must be 64 hex digits (sha256sum of the token)")
+        return v.lower() if v else v
+
+    def token_hash(self) -> str | None:
+        """The hash requests are compared with (config first, then the env var's token); None: API off."""
+        if self.token_sha256:
+            return self.token_sha256
+        tok = os.environ.get(self.token_env)
+        if not tok:
+            return None
+        if len(tok) < 16:
+            # a short admin token is guessable over the network: refuse to start rather than serve it
+            raise GatewayConfigError(f"${self.token_env} is shorter than 16 characters")
+        return hashlib.sha256(tok.encode()).hexdigest()
+
+
 RiskLevel = Literal["ok", "watch", "suspect", "block"]
 RiskAction = Literal[
     "allow",
@@ -185,11 +237,90 @@ class RiskConfig(BaseModel):
     actions: dict[RiskLevel, list[RiskAction]] = Field(default_factory=_default_risk_actions)
     rescore_every: int = Field(10, ge=1, description="Re-score an account after this many new exchanges...")
     rescore_s: float = Field(5.0, gt=0, description="...or this many seconds after its last new exchange.")
+    rescore_min_s: float = Field(
+        1.0,
+        ge=0,
+        description="Fewest seconds between two re-scores of one account (a busy account would otherwise "
+        "be re-scored every `rescore_every` exchanges: one DuckDB pass each, the gateway's largest CPU cost).",
+    )
     max_tokens_cap: int = Field(1024, ge=1, description="Ceiling that `cap_max_tokens` clamps to.")
     throttle_retry_after_s: int = Field(60, ge=1, description="Retry-After of a `throttle` (429).")
     window: int = Field(2000, ge=10, description="Recent exchanges kept per account for scoring.")
     queue_max: int = Field(100_000, ge=1, description="Exchanges waiting to be learnt (more are dropped).")
     top_reasons: int = Field(3, ge=1, description="Evidence signals named in `risk.reasons`.")
+    # where the per-account state lives (risk_state.py): this process, or Redis shared by all replicas
+    state: Literal["memory", "redis"] = Field(
+        "memory", description="Per-account windows and verdicts in-process, or in Redis (shared by replicas)."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description='Redis for `state = "redis"`.')
+    key_prefix: str = Field("dg:risk:", description="Prefix of every Redis key the risk state writes.")
+    sync_s: float = Field(0.5, gt=0, description="How often a replica pulls verdicts changed elsewhere.")
+    state_ttl_s: int = Field(
+        7 * 86400, ge=60, description="An account's Redis window expires after this long without traffic."
+    )
+    redis_timeout_s: float = Field(2.0, gt=0, description="Socket timeout of the risk state's Redis calls.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return v
+
+
+class OtelExportConfig(BaseModel):
+    """Audited exchanges as OpenTelemetry GenAI spans (otel_export.py): an OTLP JSON file, a collector, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: Path | None = Field(
+        None, description="OTLP JSON lines file (one ExportTraceServiceRequest per line; `scan` reads it)."
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP/HTTP JSON traces URL of a collector, e.g. http://127.0.0.1:4318/v1/traces."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers for the endpoint.")
+    include_content: bool = Field(
+        False, description="Export prompts and completions (customer data): off, only ids, usage and policy."
+    )
+    service_name: str = Field("distillguard-gateway", description="Resource `service.name` of the spans.")
+    batch_max: int = Field(512, ge=1, description="Most spans in one ExportTraceServiceRequest.")
+    flush_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch is exported.")
+    queue_max: int = Field(100_000, ge=1, description="Exchanges waiting for export (more are dropped).")
+    timeout_s: float = Field(5.0, gt=0, description="Time-out of one POST to the endpoint.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("endpoint must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> OtelExportConfig:
+        if self.path is None and self.endpoint is None:
+            raise ValueError("[otel] needs a path, an endpoint, or both")
+        return self
+
+
+class LinksConfig(BaseModel):
+    """Linked identities (links.py): accounts a scan or the intel store puts in one campaign share a budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaigns: list[Path] = Field(
+        default_factory=list, description="`campaigns.json` files of `distillguard scan` outputs."
+    )
+    min_verdict: Literal["ok", "watch", "suspect", "block"] = Field(
+        "suspect", description="Scan campaigns below this verdict do not link their accounts."
+    )
+    intel_db: str | None = Field(
+        None, description="Intel store whose account indicators with a campaign link accounts."
+    )
+    keyring: Path | None = Field(None, description="Consortium keyring (needed to match account digests).")
+    refresh_s: float = Field(60.0, gt=0, description="How often the link table is rebuilt.")
+    quota: Quota = Field(
+        default_factory=lambda: Quota(rpm=60, tpm=100_000, tpd=2_000_000),
+        description="A campaign's shared budget, unless the account's tier sets `quotas.link`.",
+    )
 
 
 class Quota(BaseModel):
@@ -258,6 +389,13 @@ class GatewayConfig(BaseModel):
     geo: GeoConfig | None = Field(None, description="Jurisdiction policy; off when absent.")
     intel: IntelGateConfig | None = Field(None, description="Intel blocklists; off when absent.")
     risk: RiskConfig | None = Field(None, description="Online risk actions; off when absent.")
+    otel: OtelExportConfig | None = Field(
+        None, description="OpenTelemetry GenAI span export; off when absent."
+    )
+    links: LinksConfig | None = Field(None, description="Linked-identity budgets; off when absent.")
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig, description="Admin HTTP API; off unless a token is configured."
+    )
     tiers: dict[str, TierConfig] = Field(default_factory=_default_tiers)
     default_tier: str = Field("unverified", description="Tier of an account created without one.")
     default_max_tokens: int = Field(

@@ -25,6 +25,7 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
         reason: str | None = None,
+        record: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,6 +36,9 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         # Label for metrics and the audit record: stable, low cardinality (the code, else the type).
         self.reason = reason or code or type_
+        # Audit-record fields the refusal knows although the request was not admitted (the key id and
+        # account of a revoked key: who keeps trying it is evidence).
+        self.record = dict(record or {})
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)

@@ -451,10 +451,19 @@ class KeyCache:
         # Looked up by hash; compared again in constant time so no code path compares secrets byte-wise.
         if rec is None or not hmac.compare_digest(rec.key_hash, h):
             raise unauthorized("Incorrect API key provided.")
+        who = {"account_id": rec.account_id, "org_id": rec.org_id, "api_key_id": rec.key_id}
         if rec.revoked:
-            raise unauthorized("This API key has been revoked.", "api_key_revoked")
+            refusal = unauthorized("This API key has been revoked.", "api_key_revoked")
+            refusal.record.update(who)
+            raise refusal
         if rec.expires_at is not None and time.time() >= rec.expires_at:
-            raise unauthorized("This API key has expired (rotated or past its end date).", "api_key_expired")
+            refusal = unauthorized(
+                "This API key has expired (rotated or past its end date).", "api_key_expired"
+            )
+            refusal.record.update(who)
+            raise refusal
         if rec.account_disabled:
-            raise GatewayError(403, "This account is disabled.", "permission_denied", "account_disabled")
+            raise GatewayError(
+                403, "This account is disabled.", "permission_denied", "account_disabled", record=who
+            )
         return rec

@@ -54,7 +54,8 @@ def _wants_logprobs(endpoint: str, body: dict[str, Any]) -> bool:
     lp = body.get("logprobs")
     if endpoint == "/v1/completions":
         return lp is not None and lp is not False  # an int: how many alternatives
-    if lp is True or (body.get("top_logprobs") or 0) > 0:
+    # typed like max_tokens: a string here used to raise TypeError (a 500; found by tests/gateway/test_abuse.py)
+    if lp is True or (_int(body, "top_logprobs") or 0) > 0:
         return True
     inc = body.get("include")
     return isinstance(inc, list) and any(isinstance(i, str) and "logprobs" in i for i in inc)

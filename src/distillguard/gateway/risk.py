@@ -21,7 +21,9 @@ Every decision is recorded in the exchange's attributes: `risk.level`, `risk.sco
 `risk.reasons` (the reason code `risk_<level>` and the top evidence signals), and `risk.shadow=1` in
 shadow mode, where nothing is changed.
 
-State is in-process (one scorer per gateway process); a Redis-shared state is not built yet.
+The per-account state is a `RiskState` (risk_state.py): in-process (`[risk] state = "memory"`, one
+scorer per gateway process) or in Redis (`state = "redis"`), where replicas share each account's window,
+claim its re-scores so they are done once, and pull each other's verdicts every `sync_s`.
 """
 
 from __future__ import annotations
@@ -40,22 +42,15 @@ from distillguard.detect.online import OnlineScorer
 from distillguard.exchange import Exchange, validate
 from distillguard.gateway.config import RiskConfig
 from distillguard.gateway.errors import GatewayError, forbidden
+from distillguard.gateway.risk_state import RiskState, RiskVerdict, build_state
+
+__all__ = ["RiskDecision", "RiskEngine", "RiskVerdict", "strip_event", "strip_json", "to_exchange"]
 
 log = logging.getLogger("distillguard.gateway.risk")
 
 _REFUSING = ("block", "require_verification", "throttle")
 _REASONING_KEYS = ("reasoning", "reasoning_content")
 _REASONING_EVENTS = "response.reasoning"  # prefix of the Responses API reasoning events
-
-
-@dataclass(frozen=True, slots=True)
-class RiskVerdict:
-    """An account's latest level, with what it leads to (precomputed when the verdict changes)."""
-
-    level: str
-    score: float
-    reasons: str
-    actions: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -80,20 +75,23 @@ def to_exchange(rec: dict[str, Any]) -> Exchange:
 class RiskEngine:
     """Background learning and scoring, the verdict dict, and the per-request decision."""
 
-    def __init__(self, cfg: RiskConfig, scorer: OnlineScorer | None = None) -> None:
+    def __init__(
+        self, cfg: RiskConfig, scorer: OnlineScorer | None = None, state: RiskState | None = None
+    ) -> None:
         self.cfg = cfg
-        # the scorer's own refresh schedule is ours: re-score whenever asked and something is new
-        self.scorer = scorer or OnlineScorer(window=cfg.window, refresh_every=1, dense_until=0)
+        self.state: RiskState = state or build_state(cfg, scorer)
         self.verdicts: dict[str, RiskVerdict] = {}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=cfg.queue_max)
-        self._pending: dict[str, int] = {}  # account -> exchanges learnt since its last score
-        self._last_new: dict[str, float] = {}  # account -> monotonic time of its last new exchange
+        # shared state: wake at least every sync_s to pull verdicts reached on other replicas
+        self._wait_s = min(cfg.rescore_s, cfg.sync_s) if cfg.state == "redis" else cfg.rescore_s
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.learnt = 0
         self.scored = 0
         self.score_seconds = 0.0
         self.applied = 0  # exchanges whose batch's verdicts are in `verdicts`
+        self.failures = 0  # batches (or idle syncs) whose learning, scoring or sharing failed
+        self._failing = False
 
     # -- background -------------------------------------------------------------------------------------
 
@@ -107,7 +105,7 @@ class RiskEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.to_thread(self.scorer.close)
+        await asyncio.to_thread(self.state.close)
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Queue one completed exchange (called after the response; never blocks, drops when full)."""
@@ -120,39 +118,43 @@ class RiskEngine:
         while True:
             batch: list[dict[str, Any]] = []
             with contextlib.suppress(TimeoutError):  # a timeout still re-scores accounts gone quiet
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout=self.cfg.rescore_s))
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout=self._wait_s))
             while not self._queue.empty() and len(batch) < 1024:
                 batch.append(self._queue.get_nowait())
             try:
                 # one thread at a time: the scorer (and its DuckDB connection) is never shared
                 fresh = await asyncio.to_thread(self._learn_and_score, batch)
             except Exception as e:  # a scoring failure keeps the last verdicts; traffic is unaffected
-                log.warning("risk scoring failed", extra={"error": f"{e.__class__.__name__}: {e}"})
+                self.failures += 1
+                # once per outage (Redis down would otherwise log every sync_s), then quietly
+                (log.debug if self._failing else log.warning)(
+                    "risk scoring failed", extra={"error": f"{e.__class__.__name__}: {e}"}
+                )
+                self._failing = True
                 self.applied += len(batch)
                 continue
+            if self._failing:
+                log.warning("risk scoring recovered", extra={"failures": self.failures})
+                self._failing = False
             self.verdicts.update(fresh)
             self.applied += len(batch)
 
     def _learn_and_score(self, batch: list[dict[str, Any]]) -> dict[str, RiskVerdict]:
         now = time.monotonic()
+        exs: list[Exchange] = []
         for rec in batch:
             try:
-                ex = to_exchange(rec)
+                exs.append(to_exchange(rec))
             except (ValidationError, ValueError):
                 continue
-            self.scorer.learn_one(ex)
-            self.learnt += 1
-            self._pending[ex.account_id] = self._pending.get(ex.account_id, 0) + 1
-            self._last_new[ex.account_id] = now
+        self.state.learn(exs, now)
+        self.learnt += len(exs)
         out: dict[str, RiskVerdict] = {}
-        for acc, n in list(self._pending.items()):
-            if n < self.cfg.rescore_every and now - self._last_new[acc] < self.cfg.rescore_s:
-                continue
+        for acc in self.state.due(now):
             t = time.perf_counter()
-            v = self.scorer.score_one(acc)
+            v = self.state.score(acc)
             self.score_seconds += time.perf_counter() - t
             self.scored += 1
-            del self._pending[acc]
             code = f"risk_{v.level}"
             top = v.reasons(self.cfg.top_reasons)
             out[acc] = RiskVerdict(
@@ -161,7 +163,9 @@ class RiskEngine:
                 reasons=f"{code}; {top}" if top else code,
                 actions=tuple(a for a in self.cfg.actions.get(v.level, []) if a != "allow"),
             )
-        return out
+        self.state.publish(out)
+        # verdicts reached anywhere (ours included, when shared) since the last pull
+        return {**self.state.pull(), **out}
 
     # -- request path -----------------------------------------------------------------------------------
 
