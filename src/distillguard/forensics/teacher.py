@@ -1,0 +1,138 @@
+"""Teachers that answer prompts with one account's watermark: a tiny random-logits model and a HF model.
+
+`RandomLogitsTeacher` is a bigram language model with fixed random logits: cheap enough to produce the
+hundreds of thousands of watermarked tokens a radioactivity test needs in about a second, so the unit
+tests run the real bias -> sample -> train student -> read -> score loop. `hf_generate` does the same
+with a transformers model (SmolLM2 in the benchmark), batched, through `hf.WatermarkLogitsProcessor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from distillguard.forensics.keys import WatermarkKey
+from distillguard.forensics.scheme import SchemeError, WatermarkScheme
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer: the prompt's ids and the new ids (no prompt)."""
+
+    prompt: IntArray
+    tokens: IntArray
+
+
+class RandomLogitsTeacher:
+    """A bigram model: logits of the next token are a fixed random row chosen by the previous token."""
+
+    def __init__(self, vocab: int = 1000, seed: int = 0, scale: float = 2.0) -> None:
+        if not 2 <= vocab <= 8192:
+            raise SchemeError(f"vocab must be 2..8192 for a dense bigram table, got {vocab}")
+        self.vocab = vocab
+        self.table = np.random.default_rng(seed).normal(size=(vocab, vocab)) * scale
+
+    def generate(
+        self,
+        prompts: IntArray,
+        length: int,
+        *,
+        scheme: WatermarkScheme | None = None,
+        key: WatermarkKey | None = None,
+        seed: int = 1,
+    ) -> list[Answer]:
+        """Sample `length` new tokens after each prompt row (batch, t); with a key, watermarked.
+
+        Sampling is the Gumbel-max trick over the (biased) logits, one vectorised step per position.
+        """
+        if (scheme is None) != (key is None):
+            raise SchemeError("pass both a scheme and a key to watermark, or neither")
+        ids = np.asarray(prompts, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[1] < 1:
+            raise SchemeError(f"prompts must be a (batch, t >= 1) array of ids, got shape {ids.shape}")
+        rng = np.random.default_rng(seed)
+        out = np.empty((ids.shape[0], ids.shape[1] + length), dtype=np.int64)
+        out[:, : ids.shape[1]] = ids
+        t0 = ids.shape[1]
+        table = self.table
+        if scheme is not None and key is not None and scheme.context_width == 1:
+            # the bias then depends on the previous token only, as the logits do: bias the table once
+            table = scheme.bias(np.arange(self.vocab)[:, None], self.table, key)
+        for t in range(t0, t0 + length):  # one step per generated position, bounded by `length`
+            logits = table[out[:, t - 1]]
+            if scheme is not None and key is not None and scheme.context_width != 1:
+                logits = scheme.bias(out[:, :t], logits, key)
+            out[:, t] = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+        return [Answer(row[:t0].copy(), row[t0:].copy()) for row in out]
+
+    def random_prompts(self, n: int, length: int = 4, seed: int = 0) -> IntArray:
+        return np.random.default_rng(seed).integers(0, self.vocab, size=(n, length), dtype=np.int64)
+
+
+def hf_generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    scheme: WatermarkScheme | None,
+    key: WatermarkKey | None,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[Answer]:
+    """Answer chat prompts with a transformers model, batched (left padding), watermarked with `key`.
+
+    Prompts go through the tokenizer's chat template; returned ids exclude the prompt and padding and
+    stop at the first end-of-sequence token.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    from distillguard.forensics.hf import WatermarkLogitsProcessor
+
+    if (scheme is None) != (key is None):
+        raise SchemeError("pass both a scheme and a key to watermark, or neither")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    procs = LogitsProcessorList()
+    if scheme is not None and key is not None:
+        procs.append(WatermarkLogitsProcessor(scheme, key))
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    answers: list[Answer] = []
+    for lo in range(0, len(prompts), batch_size):  # bounded: ceil(n / batch_size) batches
+        chunk = list(prompts[lo : lo + batch_size])
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in chunk
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature if do_sample else None,
+                top_k=0 if do_sample else None,
+                top_p=1.0 if do_sample else None,
+                logits_processor=procs,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        width = enc["input_ids"].shape[1]
+        for row, mask, full in zip(enc["input_ids"], enc["attention_mask"], gen, strict=True):
+            new = full[width:].numpy().astype(np.int64)
+            stop = np.flatnonzero(new == eos)
+            new = new[: stop[0]] if stop.size else new
+            answers.append(Answer(row[mask.bool()].numpy().astype(np.int64), new))
+    return answers
