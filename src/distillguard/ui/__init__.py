@@ -1,0 +1,1 @@
+"""The analyst review console (`distillguard ui`): review flagged accounts, record decisions, audit."""
