@@ -21,14 +21,25 @@ console = Console(stderr=True, soft_wrap=True)
 
 from distillguard.gateway.cli import gateway_app  # noqa: E402 - after `app`, whose sub-commands these are
 from distillguard.intel.cli import intel_app  # noqa: E402
+from distillguard.report.command import report as report_cmd  # noqa: E402
 from distillguard.report.errors import fail  # noqa: E402
 
 app.add_typer(intel_app, name="intel")
 app.add_typer(gateway_app, name="gateway")
 
+from distillguard.forensics.cli import forensics_app  # noqa: E402 - watermarks (docs/forensics.md)
+
+app.add_typer(forensics_app, name="forensics")
+
 from distillguard.audit.cli import audit_cmd  # noqa: E402 - enterprise self-audit (docs/audit.md)
 
 app.command("audit")(audit_cmd)
+# `distillguard report`: HTML/PDF report of a scan (distillguard.report.command)
+app.command("report")(report_cmd)
+
+from distillguard.ui.cli import ui_app  # noqa: E402 - analyst review console (docs/ui.md)
+
+app.add_typer(ui_app, name="ui")
 
 
 @app.command()
@@ -326,8 +337,25 @@ def calibrate(
     target: list[str] = typer.Option(
         [], "--target", help="LEVEL=FPR, e.g. suspect=0.01: print the threshold that meets it."
     ),
+    decisions: str | None = typer.Option(
+        None, "--decisions", help="Review database (`distillguard ui`): refit weights from its decisions."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="Config whose [scoring] is refitted (with --decisions)."
+    ),
+    out_config: Path = typer.Option(
+        Path("scoring.toml"), "--out-config", help="With --decisions: the [scoring] TOML to write."
+    ),
 ) -> None:
-    """Measure the benign false-positive rate of each score threshold; optionally solve for target FPRs."""
+    """Measure the benign false-positive rate of each score threshold; optionally solve for target FPRs.
+
+    With --decisions: refit the signal weights from the analysts' confirmed and dismissed accounts
+    (docs/ui.md) and write a [scoring] TOML that `distillguard scan --config` loads."""
+    if decisions is not None:
+        from distillguard.detect.recalibrate_command import recalibrate_command
+
+        recalibrate_command(scan_dir, decisions, config, out_config)
+        return
     import numpy as np
     import pyarrow.parquet as pq
 
