@@ -28,7 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.audit.fields import RowError, buckets, checked_structs, count, rfc3339, text
+from distillguard.audit.fields import (
+    Result,
+    RowError,
+    bucket_results,
+    checked_structs,
+    count,
+    nonempty,
+    rfc3339,
+    text,
+)
 
 
 def is_page(page: Any) -> bool:
@@ -39,33 +48,9 @@ def is_page(page: Any) -> bool:
     return isinstance(data, list) and any(isinstance(b, dict) and "starting_at" in b for b in data[:3])
 
 
-def results(page: Any) -> Iterator[tuple[str, dict[str, Any] | None, str | None, Any]]:
+def results(page: Any) -> Iterator[Result]:
     """(JSON path, usage record or None, error, raw value) for every result of every bucket."""
-    try:
-        data = buckets(page)
-    except RowError as e:
-        yield "page", None, str(e), page
-        return
-    for i, b in enumerate(data):
-        w = f"data[{i}]"
-        try:
-            if not isinstance(b, dict):
-                raise RowError(f"{w}: expected a bucket object, got {type(b).__name__}")
-            start, end = rfc3339(b, "starting_at", w), rfc3339(b, "ending_at", w)
-            if end <= start:
-                raise RowError(f"{w}.ending_at: {b.get('ending_at')!r} is not after starting_at")
-            res = b.get("results")
-            if not isinstance(res, list):
-                raise RowError(f"{w}.results: expected a list, got {res!r:.60}")
-        except RowError as e:
-            yield w, None, str(e), b
-            continue
-        for j, r in enumerate(res):
-            rw = f"{w}.results[{j}]"
-            try:
-                yield rw, _record(r, rw, start, end), None, r
-            except RowError as e:
-                yield rw, None, str(e), r
+    return bucket_results(page, "starting_at", "ending_at", rfc3339, _record)
 
 
 def _record(r: Any, w: str, start: Any, end: Any) -> dict[str, Any]:
@@ -176,18 +161,18 @@ def columns(page: Any) -> dict[str, Any] | None:
     w5 = pc.coalesce(cc.field("ephemeral_5m_input_tokens"), f["cache_creation_5m_input_tokens"], zero)
     w1 = pc.coalesce(cc.field("ephemeral_1h_input_tokens"), f["cache_creation_1h_input_tokens"], zero)
     read = pc.fill_null(f["cache_read_input_tokens"], zero)
-    tier = _nonempty(f["service_tier"])
-    extra = [_nonempty(f[g]).to_pylist() for g in _GROUP_EXTRA]
+    tier = nonempty(f["service_tier"])
+    extra = [nonempty(f[g]).to_pylist() for g in _GROUP_EXTRA]
     sizes_np = np.asarray(sizes, dtype=np.int64)
     zeros = pa.array(np.zeros(n, dtype=np.int64))
     return {
         "provider": pa.array(["anthropic"] * n, pa.string()),
         "start": pa.array(np.repeat(np.asarray(starts, dtype=object), sizes_np), pa.timestamp("s", tz="UTC")),
         "end": pa.array(np.repeat(np.asarray(ends, dtype=object), sizes_np), pa.timestamp("s", tz="UTC")),
-        "project": _nonempty(f["workspace_id"]),
-        "user": _nonempty(f["account_id"]),
-        "api_key": _nonempty(f["api_key_id"]),
-        "model": _nonempty(f["model"]),
+        "project": nonempty(f["workspace_id"]),
+        "user": nonempty(f["account_id"]),
+        "api_key": nonempty(f["api_key_id"]),
+        "model": nonempty(f["model"]),
         "batch": pc.equal(tier, "batch"),
         "service_tier": tier,
         "input_tokens": pc.add(pc.add(pc.add(f["uncached_input_tokens"], w5), w1), read),
@@ -202,8 +187,3 @@ def columns(page: Any) -> dict[str, Any] | None:
         "group": [group_key(v) for v in zip(*extra, strict=True)] if n else [],
         "path": [f"data[{i}].results[{j}]" for i, k in enumerate(sizes) for j in range(k)],
     }
-
-
-def _nonempty(a: pa.Array) -> pa.Array:
-    """Empty ids are no id (as the row-by-row reader reads them)."""
-    return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,3 +127,47 @@ def int_leaves_float(arr: pa.Array, prefix: str = "") -> list[tuple[str, pa.Arra
         elif pa.types.is_floating(f.type):
             out.append((prefix + f.name, arr.field(i)))
     return out
+
+
+Result = tuple[str, dict[str, Any] | None, str | None, Any]
+
+
+def bucket_results(
+    page: Any,
+    start_key: str,
+    end_key: str,
+    parse_time: Callable[[dict[str, Any], str, str], Any],
+    record: Callable[[Any, str, Any, Any], dict[str, Any]],
+) -> Iterator[Result]:
+    """(JSON path, usage record or None, error, raw value) for every result of every bucket of a usage
+    page; the two APIs differ only in their bucket bounds' names and formats and their result records."""
+    try:
+        data = buckets(page)
+    except RowError as e:
+        yield "page", None, str(e), page
+        return
+    for i, b in enumerate(data):
+        w = f"data[{i}]"
+        try:
+            if not isinstance(b, dict):
+                raise RowError(f"{w}: expected a bucket object, got {type(b).__name__}")
+            start, end = parse_time(b, start_key, w), parse_time(b, end_key, w)
+            if end <= start:
+                raise RowError(f"{w}.{end_key}: {b.get(end_key)!r} is not after {start_key}")
+            res = b.get("results")
+            if not isinstance(res, list):
+                raise RowError(f"{w}.results: expected a list, got {res!r:.60}")
+        except RowError as e:
+            yield w, None, str(e), b
+            continue
+        for j, r in enumerate(res):
+            rw = f"{w}.results[{j}]"
+            try:
+                yield rw, record(r, rw, start, end), None, r
+            except RowError as e:
+                yield rw, None, str(e), r
+
+
+def nonempty(a: pa.Array) -> pa.Array:
+    """Empty ids are no id (as the row-by-row reader reads them)."""
+    return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)

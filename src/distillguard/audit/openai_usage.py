@@ -23,7 +23,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.audit.fields import RowError, buckets, checked_structs, count, text, unix_time
+from distillguard.audit.fields import (
+    Result,
+    RowError,
+    bucket_results,
+    checked_structs,
+    count,
+    nonempty,
+    text,
+    unix_time,
+)
 
 RESULT_OBJECT = "organization.usage.completions.result"
 
@@ -38,33 +47,9 @@ def is_page(page: Any) -> bool:
     return isinstance(data, list) and any(isinstance(b, dict) and "start_time" in b for b in data[:3])
 
 
-def results(page: Any) -> Iterator[tuple[str, dict[str, Any] | None, str | None, Any]]:
+def results(page: Any) -> Iterator[Result]:
     """(JSON path, usage record or None, error, raw value) for every result of every bucket."""
-    try:
-        data = buckets(page)
-    except RowError as e:
-        yield "page", None, str(e), page
-        return
-    for i, b in enumerate(data):
-        w = f"data[{i}]"
-        try:
-            if not isinstance(b, dict):
-                raise RowError(f"{w}: expected a bucket object, got {type(b).__name__}")
-            start, end = unix_time(b, "start_time", w), unix_time(b, "end_time", w)
-            if end <= start:
-                raise RowError(f"{w}.end_time: {b.get('end_time')!r} is not after start_time")
-            res = b.get("results")
-            if not isinstance(res, list):
-                raise RowError(f"{w}.results: expected a list, got {res!r:.60}")
-        except RowError as e:
-            yield w, None, str(e), b
-            continue
-        for j, r in enumerate(res):
-            rw = f"{w}.results[{j}]"
-            try:
-                yield rw, _record(r, rw, start, end), None, r
-            except RowError as e:
-                yield rw, None, str(e), r
+    return bucket_results(page, "start_time", "end_time", unix_time, _record)
 
 
 def _record(r: Any, w: str, start: Any, end: Any) -> dict[str, Any]:
@@ -175,12 +160,12 @@ def columns(page: Any) -> dict[str, Any] | None:
             np.repeat(np.asarray(starts, dtype=np.int64), sizes_np), pa.timestamp("s", tz="UTC")
         ),
         "end": pa.array(np.repeat(np.asarray(ends, dtype=np.int64), sizes_np), pa.timestamp("s", tz="UTC")),
-        "project": _nonempty(f["project_id"]),
-        "user": _nonempty(f["user_id"]),
-        "api_key": _nonempty(f["api_key_id"]),
-        "model": _nonempty(f["model"]),
+        "project": nonempty(f["project_id"]),
+        "user": nonempty(f["user_id"]),
+        "api_key": nonempty(f["api_key_id"]),
+        "model": nonempty(f["model"]),
         "batch": f["batch"],
-        "service_tier": _nonempty(f["service_tier"]),
+        "service_tier": nonempty(f["service_tier"]),
         "input_tokens": f["input_tokens"],
         "cached_input_tokens": cached,
         "cache_write_5m_tokens": zeros,
@@ -190,11 +175,6 @@ def columns(page: Any) -> dict[str, Any] | None:
         "output_audio_tokens": pc.fill_null(f["output_audio_tokens"], zero),
         "requests": f["num_model_requests"],
         "web_search_requests": zeros,
-        "group": _nonempty(f["api_source"]),
+        "group": nonempty(f["api_source"]),
         "path": [f"data[{i}].results[{j}]" for i, k in enumerate(sizes) for j in range(k)],
     }
-
-
-def _nonempty(a: pa.Array) -> pa.Array:
-    """Empty ids are no id (as the row-by-row reader reads them)."""
-    return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
