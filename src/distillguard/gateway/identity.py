@@ -26,14 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import DateTime, Engine, ForeignKey, String, Table, Text, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from distillguard.gateway.errors import GatewayError, unauthorized
-from distillguard.intel.db import MIGRATIONS, Base, make_engine, url_of
+from distillguard.intel.db import Base, make_engine, upgrade, url_of
 
 log = logging.getLogger("distillguard.gateway.identity")
 
@@ -101,12 +99,8 @@ _CHANGES = cast(Table, ChangeRow.__table__)
 def open_identity_db(target: str | Path) -> Engine:
     """Engine on `target` with the `gateway` branch migrated to its head (other branches untouched)."""
     engine = make_engine(target)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "gateway@head")
+        upgrade(engine, "gateway@head")
     except Exception as exc:
         raise IdentityError(f"cannot open gateway database {url_of(target)}: {exc}") from exc
     return engine

@@ -55,13 +55,14 @@ def make_engine(target: str | Path) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision of every branch (idempotent)."""
+def upgrade(engine: Engine, target: str = "heads") -> None:
+    """Bring the schema to `target`: the newest revision of every branch, or of one (`gateway@head`,
+    `ui@head`: a component migrates its own tables and leaves the others alone). Idempotent."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        command.upgrade(cfg, target)
 
 
 def open_db(target: str | Path) -> Engine:

@@ -12,13 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import BigInteger, DateTime, Engine, Float, Integer, String, Table, Text, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from distillguard.intel.db import MIGRATIONS, Base, make_engine, url_of
+from distillguard.intel.db import Base, make_engine, upgrade, url_of
 from distillguard.ui.auth import check_password, hash_password, new_password
 
 Decision = Literal["confirm", "dismiss", "escalate"]
@@ -90,12 +88,8 @@ def _utc(d: datetime) -> datetime:
 def open_review_db(target: str | Path) -> Engine:
     """Engine on `target` with the `ui` branch migrated to its head (other branches untouched)."""
     engine = make_engine(target)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "ui@head")
+        upgrade(engine, "ui@head")
     except Exception as exc:
         raise DecisionError(f"cannot open review database {url_of(target)}: {exc}") from exc
     return engine
