@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +14,13 @@ from typing import Any
 
 import orjson
 import pytest
+from redis import Redis
 
 from distillguard.gateway.app import Gateway
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.identity import IdentityStore, open_identity_db
 
-from .mock_upstream import MockUpstream, serve_in_thread
+from .mock_upstream import MockUpstream, free_port, serve_in_thread
 
 
 @dataclass
@@ -126,3 +132,91 @@ def env(tmp_path: Path, upstream: tuple[MockUpstream, str]) -> Iterator[Env]:
     app = Gateway(cfg, limiter=limiter, store=store)
     with serve_in_thread(app) as url:
         yield Env(url, mock, store, limiter, app, cfg, secrets_, ids)
+
+
+# -- Redis: the shared server (keys under a fresh prefix per test) and private ones to stop and start ----
+REDIS_URL = os.environ.get("DISTILLGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def unavailable(what: str) -> None:
+    """Skip without a service, except under CI (env CI set): there a missing service is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    try:
+        Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own; its keys are deleted afterwards."""
+    p = f"dgtest:{uuid.uuid4().hex[:12]}:"
+    yield p
+    r = Redis.from_url(redis_url)
+    keys = list(r.scan_iter(match=p + "*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+class PrivateRedis:
+    """A redis-server of our own on a loopback port, to stop and start without touching the shared one."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not on PATH")
+    srv = PrivateRedis()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

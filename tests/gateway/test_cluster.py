@@ -10,35 +10,21 @@ without Redis the test skips, except under CI (env CI set): it fails.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import openai
 import pytest
-from redis import Redis
 
 from distillguard.gateway.limits.clustercheck import ClusterSpec, run_cluster
 
 from .conftest import Env
 
-URL = os.environ.get("DISTILLGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def _redis_or_skip() -> str:
-    try:
-        Redis.from_url(URL, socket_connect_timeout=1).ping()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis not reachable at {URL}: {exc} (CI is set, so this is a failure)")
-        pytest.skip(f"Redis not reachable at {URL}: {exc}")
-    return URL
-
 
 @pytest.mark.timeout(120)
-def test_four_gateways_share_one_exact_budget_and_revocation(tmp_path: Path) -> None:
+def test_four_gateways_share_one_exact_budget_and_revocation(tmp_path: Path, redis_url: str) -> None:
     spec = ClusterSpec(
-        redis_url=_redis_or_skip(),
+        redis_url=redis_url,
         workdir=tmp_path,
         gateways=4,
         clients=200,

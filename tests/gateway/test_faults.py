@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,9 +37,8 @@ from distillguard.gateway.audit import RECOVERED_ATTR
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.limits.clustercheck import cli_command
 
-from .conftest import make_store
+from .conftest import PrivateRedis, make_store
 from .mock_upstream import MockUpstream, free_port, serve_in_thread
-from .test_limits_redis import PrivateRedis
 
 READ_TIMEOUT_S = 0.6  # the gateway's upstream read_timeout in these tests: a stall longer than this is a 504
 
@@ -287,21 +285,6 @@ def test_unreachable_upstream_is_a_502_and_audited(tmp_path: Path) -> None:
 
 
 # -- a Redis restart mid-run ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A redis-server of our own on a free port (the shared one on 6379 is never touched)."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not on PATH (CI is set, so this is a failure, not a skip)")
-        pytest.skip("redis-server is not on PATH")
-    srv = PrivateRedis()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.mark.timeout(90)

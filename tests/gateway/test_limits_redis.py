@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,34 +21,9 @@ from redis import Redis as SyncRedis
 from distillguard.gateway.limits import Descriptor, LimitsConfig, MemoryLimiter, build_limiter
 from distillguard.gateway.limits.loadcheck import LoadSpec, exactness, run
 from distillguard.gateway.limits.redis_backend import RedisLimiter
+from tests.gateway.conftest import PrivateRedis
+from tests.gateway.mock_upstream import free_port
 from tests.gateway.test_limits import DESCS, Clock, ops_strategy
-
-URL = os.environ.get("DISTILLGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(what)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    try:
-        SyncRedis.from_url(URL, socket_connect_timeout=1).ping()
-    except Exception as exc:
-        _unavailable(f"Redis not reachable at {URL}: {exc}")
-    return URL
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    p = f"dgtest:{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = SyncRedis.from_url(redis_url)
-    keys = list(r.scan_iter(match=p + "*", count=1000))
-    if keys:
-        r.delete(*keys)
 
 
 def test_admit_reconcile_and_headers_on_redis(redis_url: str, prefix: str) -> None:
@@ -155,68 +125,6 @@ def test_four_processes_on_one_key_stay_within_one_reservation(
 
 
 # ---------------------------------------------------------------- outage of a private redis-server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of our own on a loopback port, to stop and start without touching the shared one."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                SyncRedis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not on PATH")
-    srv = PrivateRedis()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def test_fail_open_and_fail_closed_while_redis_is_down_then_recovery(
@@ -335,7 +243,7 @@ def test_a_full_pool_is_overload_not_an_outage(redis_url: str, prefix: str) -> N
 
 def test_an_unreachable_redis_costs_one_probe_at_a_time() -> None:
     """Down: one request probes per retry interval; the others get the policy's answer at once."""
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     events: list[str] = []
 
     async def go() -> None:

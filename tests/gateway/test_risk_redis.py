@@ -6,10 +6,7 @@ prefix and deletes its keys. Without Redis the tests skip, except under CI (env 
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,34 +32,7 @@ from ..conftest import ORCA
 from .conftest import Env, ScriptedLimiter, gateway_config, make_store
 from .mock_upstream import MockUpstream, serve_in_thread
 
-URL = os.environ.get("DISTILLGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(what)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    try:
-        Redis.from_url(URL, socket_connect_timeout=1).ping()
-    except Exception as exc:
-        _unavailable(f"Redis not reachable at {URL}: {exc}")
-    return URL
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    p = f"dgtest:risk:{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = Redis.from_url(redis_url)
-    keys = list(r.scan_iter(match=p + "*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 def _cfg(redis_url: str, prefix: str, **kw: Any) -> RiskConfig:
