@@ -34,6 +34,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 
+from distillguard.gateway.body import ClientGone, receive_body
 from distillguard.gateway.config import TierConfig
 from distillguard.gateway.errors import GatewayError, bad_request
 from distillguard.gateway.identity import IdentityError, IdentityStore, KeyInfo
@@ -424,22 +425,10 @@ def _match(method: str, sub: str) -> tuple[_Route, str | None]:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise GatewayError(400, "client disconnected", code="client_disconnected")
-        b = msg.get("body", b"")
-        if b:
-            size += len(b)
-            if size > limit:
-                raise GatewayError(
-                    413, f"Admin request body exceeds the limit of {limit} bytes.", code="request_too_large"
-                )
-            chunks.append(b)
-        if not msg.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        return await receive_body(receive, limit)
+    except ClientGone:
+        raise GatewayError(400, "client disconnected", code="client_disconnected") from None
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -36,6 +36,7 @@ import orjson
 from distillguard.gateway.admin import PREFIX as ADMIN_PREFIX
 from distillguard.gateway.admin import AdminAPI
 from distillguard.gateway.audit import AuditLog, AuditUnavailable, NullAudit
+from distillguard.gateway.body import ClientGone, receive_body
 from distillguard.gateway.config import GatewayConfig, TierConfig
 from distillguard.gateway.errors import GatewayError, bad_request, error_body
 from distillguard.gateway.geo import GeoResolver, record_geo
@@ -81,10 +82,6 @@ _SSE = [
 ]
 # Terminal events of the Responses API stream (chat and completions end with `data: [DONE]`).
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
-
-
-class ClientGone(Exception):
-    """The client disconnected (while sending its body, or while we waited on the upstream)."""
 
 
 class _State:
@@ -437,7 +434,7 @@ class Gateway:
         try:
             # a body trickled in (slowloris) would hold an in-flight slot for ever: it has a deadline
             async with asyncio.timeout(self.cfg.server.body_timeout_s):
-                return await _receive_body(receive, limit)
+                return await receive_body(receive, limit)
         except TimeoutError:
             raise GatewayError(
                 408,
@@ -928,22 +925,3 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _receive_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone
-        b = msg.get("body", b"")
-        if b:
-            size += len(b)
-            if size > limit:
-                raise GatewayError(
-                    413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large"
-                )
-            chunks.append(b)
-        if not msg.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
