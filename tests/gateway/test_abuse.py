@@ -505,11 +505,12 @@ def test_slowloris_heads_are_dropped_and_others_are_served(live: Live) -> None:
     assert max(served) < 0.5  # the others were not held up
 
 
-def test_slow_body_is_cut_off(live: Live) -> None:
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/admin/v1/orgs"])
+def test_slow_body_is_cut_off(live: Live, path: bytes) -> None:
+    # the admin API reads its bodies through the same reader, under the same deadline
+    key = ADMIN_TOKEN if path.startswith(b"/admin") else live.key
     head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + live.key.encode()
-        + b"\r\n"
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     )
     t0 = time.monotonic()

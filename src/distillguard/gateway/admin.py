@@ -214,11 +214,13 @@ class AdminAPI:
         token_hash: str,
         max_body_bytes: int = 64 * 1024,
         on_change: Callable[[], None] | None = None,
+        body_timeout_s: float | None = 10.0,
     ) -> None:
         self._store = store
         self.tiers = tiers
         self._token_hash = token_hash.encode()
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self._on_change = on_change
 
     # -- handlers (run in a worker thread: the store is synchronous) -----------------------------------
@@ -328,7 +330,7 @@ class AdminAPI:
                 route, path_id = _match(method, path.removeprefix(PREFIX))
                 action = route.action
                 subject = path_id
-                body = await _read_body(receive, self.max_body_bytes)
+                body = await _read_body(receive, self.max_body_bytes, self.body_timeout_s)
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 req = _Req(method, path_id, query, body)
                 res = await asyncio.to_thread(self._run, route.handler, req)
@@ -424,9 +426,9 @@ def _match(method: str, sub: str) -> tuple[_Route, str | None]:
     raise GatewayError(404, f"Unknown admin path {PREFIX + sub!r}.", code="unknown_url")
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int, timeout_s: float | None) -> bytes:
     try:
-        return await receive_body(receive, limit)
+        return await receive_body(receive, limit, timeout_s)
     except ClientGone:
         raise GatewayError(400, "client disconnected", code="client_disconnected") from None
 

@@ -158,7 +158,14 @@ class Gateway:
         # admin API (admin.py) under /admin/v1/, only when an admin token is configured
         token = cfg.admin.token_hash()
         self.admin: AdminAPI | None = (
-            AdminAPI(lambda: self.store, cfg.tiers, token, cfg.admin.max_body_bytes, self._admin_changed)
+            AdminAPI(
+                lambda: self.store,
+                cfg.tiers,
+                token,
+                cfg.admin.max_body_bytes,
+                self._admin_changed,
+                body_timeout_s=cfg.server.body_timeout_s,
+            )
             if token
             else None
         )
@@ -431,16 +438,7 @@ class Gateway:
                     f"Request body of {int(cl)} bytes exceeds the limit of {limit} bytes.",
                     code="request_too_large",
                 )
-        try:
-            # a body trickled in (slowloris) would hold an in-flight slot for ever: it has a deadline
-            async with asyncio.timeout(self.cfg.server.body_timeout_s):
-                return await receive_body(receive, limit)
-        except TimeoutError:
-            raise GatewayError(
-                408,
-                f"Request body not received within {self.cfg.server.body_timeout_s:g} s.",
-                code="request_timeout",
-            ) from None
+        return await receive_body(receive, limit, self.cfg.server.body_timeout_s)
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
         st = _State()

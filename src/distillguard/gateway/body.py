@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -14,8 +15,24 @@ class ClientGone(Exception):
     """The client disconnected (while sending its body, or while we waited on the upstream)."""
 
 
-async def receive_body(receive: Receive, limit: int) -> bytes:
-    """The whole body, refused with a 413 as soon as it passes `limit` bytes (never read past it)."""
+async def receive_body(receive: Receive, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refused with a 413 as soon as it passes `limit` bytes (never read past it).
+
+    With `timeout_s`, a body not complete by then is refused with a 408: a body trickled in (slowloris)
+    would otherwise hold a connection and an in-flight slot for ever.
+    """
+    if timeout_s is None:
+        return await _receive(receive, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _receive(receive, limit)
+    except TimeoutError:
+        raise GatewayError(
+            408, f"Request body not received within {timeout_s:g} s.", code="request_timeout"
+        ) from None
+
+
+async def _receive(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
