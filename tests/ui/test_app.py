@@ -6,6 +6,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from distillguard.ui.app import create_app
+from distillguard.ui.auth import LoginThrottle
 from distillguard.ui.decisions import ReviewStore
 from distillguard.ui.scan_view import ScanView
 from tests.ui.conftest import SECRET_PROMPT
@@ -90,3 +91,20 @@ def test_decisions_recorded_with_note_and_csrf(scan_dir: Path, tmp_path: Path) -
     assert d["C0001"].kind == "campaign" and d["C0001"].decision == "confirm"
     assert "dismiss by ana" in c.get("/").text
     assert c.get("/static/htmx.min.js").status_code == 200
+
+
+def test_failed_logins_are_throttled_even_with_the_right_password(scan_dir: Path, tmp_path: Path) -> None:
+    now = [0.0]
+    store = ReviewStore.open(tmp_path / "review.db")
+    pw = store.add_user("ana")
+    throttle = LoginThrottle(free=3, base_s=5, clock=lambda: now[0])
+    c = TestClient(create_app(ScanView(scan_dir, 0.2), store, secret="s", throttle=throttle))
+    for _ in range(3):
+        assert c.post("/login", data={"name": "ana", "password": "guess"}).status_code == 401
+    r = c.post("/login", data={"name": "ana", "password": pw}, follow_redirects=False)
+    assert r.status_code == 429 and r.headers["retry-after"] == "5" and "too many failed logins" in r.text
+    assert "set-cookie" not in r.headers
+    now[0] += 5
+    assert c.post("/login", data={"name": "ana", "password": pw}, follow_redirects=False).status_code == 303
+    actions = [e["action"] for e in store.audit_log()]  # newest first
+    assert actions == ["login", "login_throttled"] + ["login_failed"] * 3

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distillguard.ui.auth import Sessions, check_password, csrf_ok, hash_password
+from distillguard.ui.auth import LoginThrottle, Sessions, check_password, csrf_ok, hash_password
 from distillguard.ui.decisions import DecisionError, ReviewStore
 
 
@@ -71,3 +71,34 @@ def test_ui_migration_matches_the_models(tmp_path: Path) -> None:
         )
         assert compare_metadata(ctx, mine) == []
     st.close()
+
+
+def test_login_throttle_backs_off_per_address_and_per_name() -> None:
+    now = [1000.0]
+    t = LoginThrottle(free=3, window_s=600, base_s=2, max_s=30, clock=lambda: now[0])
+    for _ in range(3):
+        assert t.retry_after("10.0.0.1", "ana") == 0
+        t.failed("10.0.0.1", "ana")
+    # the 4th attempt waits 2 s after the 3rd failure, from that address or on that name
+    assert t.retry_after("10.0.0.1", "bob") == pytest.approx(2)
+    assert t.retry_after("10.0.0.9", "ana") == pytest.approx(2)
+    assert t.retry_after("10.0.0.9", "bob") == 0
+    now[0] += 2
+    t.failed("10.0.0.1", "ana")
+    assert t.retry_after("10.0.0.1", "ana") == pytest.approx(4)  # doubles
+    for _ in range(10):
+        now[0] += 60
+        t.failed("10.0.0.1", "ana")
+    assert t.retry_after("10.0.0.1", "ana") == pytest.approx(30)  # capped
+    now[0] += 601
+    assert t.retry_after("10.0.0.1", "ana") == 0  # the window passed
+    t.failed("10.0.0.2", "cy")
+    t.succeeded("10.0.0.2", "cy")
+    assert t.retry_after("10.0.0.2", "cy") == 0 and "n:cy" not in t._fails and "a:10.0.0.2" not in t._fails
+
+
+def test_login_throttle_state_is_bounded() -> None:
+    t = LoginThrottle(max_entries=10)
+    for i in range(100):
+        t.failed(f"10.0.{i}.1", f"user{i}")
+    assert len(t._fails) == 10

@@ -7,6 +7,8 @@ a logged-in analyst and writes an audit entry first, so no text is shown without
 
 from __future__ import annotations
 
+import asyncio
+import math
 import secrets
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from distillguard.ui.auth import SESSION_COOKIE, Sessions, csrf_ok
+from distillguard.ui.auth import SESSION_COOKIE, LoginThrottle, Sessions, csrf_ok
 from distillguard.ui.decisions import DECISIONS, DecisionError, ReviewStore
 from distillguard.ui.scan_view import ScanView
 
@@ -29,18 +31,27 @@ CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'no
 
 
 def create_app(
-    view: ScanView, store: ReviewStore, secret: str | None = None, secure_cookie: bool = False
+    view: ScanView,
+    store: ReviewStore,
+    secret: str | None = None,
+    secure_cookie: bool = False,
+    throttle: LoginThrottle | None = None,
 ) -> Starlette:
     """The console over one scan (`view`), storing decisions and audit entries in `store`."""
     sessions = Sessions(secret or secrets.token_urlsafe(32))
+    throttle = throttle or LoginThrottle()
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     scan_name = str(view.scan_dir)
 
-    def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def render(
+        request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None, **ctx: Any
+    ) -> HTMLResponse:
         ctx.setdefault("user", None)
         ctx.setdefault("csrf", None)
         html = env.get_template(name).render(url_for=request.url_for, **ctx)
-        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": CSP})
+        return HTMLResponse(
+            html, status_code=status, headers={"Content-Security-Policy": CSP, **(headers or {})}
+        )
 
     def session(request: Request) -> tuple[str, str] | None:
         return sessions.read(request.cookies.get(SESSION_COOKIE))
@@ -62,10 +73,27 @@ def create_app(
     async def login(request: Request) -> Response:
         form = await request.form()
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
-        if not name or not store.check_login(name, password):
+        address = request.client.host if request.client else "-"
+        wait = throttle.retry_after(address, name[:100])
+        if wait > 0:
+            # refused before the password is checked: a guess made while throttled tells nothing
+            store.audit(name[:100] or "-", "login_throttled")
+            secs = math.ceil(wait)
+            return render(
+                request,
+                "login.html",
+                status=429,
+                headers={"Retry-After": str(secs)},
+                error=f"too many failed logins: try again in {secs} s",
+            )
+        # scrypt takes ~50 ms of CPU: off the event loop, so other analysts' pages are not held up
+        ok = bool(name) and await asyncio.to_thread(store.check_login, name, password)
+        if not ok:
             # the attempted name is recorded, the password never
+            throttle.failed(address, name[:100])
             store.audit(name[:100] or "-", "login_failed")
             return render(request, "login.html", status=401, error="wrong name or password")
+        throttle.succeeded(address, name[:100])
         store.audit(name, "login")
         cookie, _csrf = sessions.issue(name)
         resp = RedirectResponse("/", status_code=303)
