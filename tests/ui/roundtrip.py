@@ -76,6 +76,10 @@ def review_in_browser(browser: Any, scan_dir: Path, db: Path, accounts: list[str
         page.click("#login")
         page.wait_for_selector("table#accounts")
         for a in accounts:
+            # the queue is paged: find the account by searching for it, as an analyst would
+            page.fill('input[name="q"]', a)
+            page.click("form.filter button")
+            page.wait_for_selector(f'#accounts tr[data-subject="{a}"]')
             row = page.locator(f'#accounts tr[data-subject="{a}"]')
             row.locator('input[name="note"]').fill("benign: reviewed")
             row.locator("button.dismiss").click()

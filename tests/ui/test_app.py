@@ -108,3 +108,28 @@ def test_failed_logins_are_throttled_even_with_the_right_password(scan_dir: Path
     assert c.post("/login", data={"name": "ana", "password": pw}, follow_redirects=False).status_code == 303
     actions = [e["action"] for e in store.audit_log()]  # newest first
     assert actions == ["login", "login_throttled"] + ["login_failed"] * 3
+
+
+def test_queue_is_paged_searchable_and_hides_decided(scan_dir: Path, tmp_path: Path) -> None:
+    c, _store, pw = _client(scan_dir, tmp_path)
+    csrf = _login(c, pw)
+
+    def ids(html: str) -> list[str]:
+        table = html.split('<table id="accounts">', 1)[1].split("</table>", 1)[0]
+        return re.findall(r'<tr data-subject="([^"]+)"', table)
+
+    full = ids(c.get("/").text)
+    assert full == ["acct_harvest", "acct_member", "acct_harness"]
+    p1, p2 = c.get("/?per=2").text, c.get("/?per=2&page=2").text
+    assert ids(p1) == full[:2] and ids(p2) == full[2:]
+    assert "page 1 of 2" in p1 and 'rel="next"' in p1 and 'rel="prev"' in p2
+    assert ids(c.get("/?per=2&page=99").text) == full[2:]  # past the end: the last page
+    assert ids(c.get("/?per=abc&page=-3").text) == full  # unreadable parameters: the defaults
+    assert ids(c.get("/?q=HARN").text) == ["acct_harness"]
+    assert "3 accounts" in c.get("/").text and "1 accounts" in c.get("/?q=harn").text
+    r = c.post(
+        "/decide", data={"csrf": csrf, "kind": "account", "subject": "acct_member", "decision": "dismiss"}
+    )
+    assert r.status_code == 200
+    assert ids(c.get("/?show=undecided").text) == ["acct_harvest", "acct_harness"]
+    assert ids(c.get("/").text) == full

@@ -12,6 +12,7 @@ import math
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -26,8 +27,18 @@ from distillguard.ui.scan_view import ScanView
 
 HERE = Path(__file__).parent
 MAX_NOTE = 2000
+# A queue of tens of thousands of flagged accounts is paged: the page stays small however big the scan
+PER_PAGE, MAX_PER_PAGE = 100, 1000
 # Only our own script and inline styles; no third-party origin can be loaded or framed in
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'"
+
+
+def _int_param(raw: str | None, default: int, lo: int, hi: int) -> int:
+    """A query parameter as an int clamped to [lo, hi]; anything unreadable gives the default."""
+    try:
+        return min(hi, max(lo, int(raw))) if raw is not None else default
+    except ValueError:
+        return default
 
 
 def create_app(
@@ -116,9 +127,26 @@ def create_app(
         s = session(request)
         if s is None:
             return RedirectResponse("/login", status_code=303)
+        qp = request.query_params
+        per = _int_param(qp.get("per"), PER_PAGE, 1, MAX_PER_PAGE)
+        query = (qp.get("q") or "")[:200]
+        undecided = qp.get("show") == "undecided"
+        decisions = store.decisions()
+        hide = decisions.keys() if undecided else ()
+        pages: dict[str, Any] = {}
+        for kind, param in (("account", "page"), ("campaign", "cpage")):
+            page = _int_param(qp.get(param), 1, 1, 10**9)
+            rows, total = view.queue(kind, offset=(page - 1) * per, limit=per, query=query, hide=hide)
+            last = max(1, -(-total // per))
+            if page > last:  # past the end (decisions hid rows since the link was made): show the last page
+                page = last
+                rows, total = view.queue(kind, offset=(page - 1) * per, limit=per, query=query, hide=hide)
+            pages[kind] = {"rows": rows, "total": total, "page": page, "last": last, "param": param}
+        base = {"per": per, "q": query, "show": "undecided" if undecided else "all"}
         return render(
             request, "queue.html", user=s[0], csrf=s[1], scan=scan_name, min_score=view.min_score,
-            accounts=view.queue("account"), campaigns=view.queue("campaign"), decisions=store.decisions(),
+            accounts=pages["account"], campaigns=pages["campaign"], decisions=decisions,
+            base=base, link=lambda **kw: "/?" + urlencode({**base, **kw}),
         )  # fmt: skip
 
     async def subject(request: Request) -> Response:

@@ -6,6 +6,7 @@ Prompt text leaves this module only through `reveal`, which the app calls after 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,25 @@ class ScanView:
                     int(c["n_exchanges"]), list(c.get("evidence") or []), list(c["accounts"]),
                 )  # fmt: skip
 
-    def queue(self, kind: str) -> list[Subject]:
+    def queue(
+        self,
+        kind: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        query: str = "",
+        hide: Collection[str] = (),
+    ) -> tuple[list[Subject], int]:
+        """One page of the flagged `kind`, highest score first, and how many match in all.
+
+        `query` keeps ids containing it (case-insensitive); `hide` drops ids (e.g. those already decided).
+        """
         src = self.accounts if kind == "account" else self.campaigns
-        return sorted(src.values(), key=lambda s: -s.score)
+        q = query.strip().lower()
+        rows = [s for s in src.values() if (not q or q in s.id.lower()) and s.id not in hide]
+        rows.sort(key=lambda s: (-s.score, s.id))
+        end = None if limit is None else offset + limit
+        return rows[offset:end], len(rows)
 
     def subject(self, kind: str, sid: str) -> Subject | None:
         if kind not in ("account", "campaign"):
