@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ import pytest
 from distillguard.exchange import validate
 from distillguard.gateway.app import Gateway
 from distillguard.gateway.config import GatewayConfig, OtelExportConfig
-from distillguard.gateway.otel_export import export_line
+from distillguard.gateway.otel_export import export_line, retry_after_s
 from distillguard.ingest.otel import OtelGenAI
 
 from .conftest import Env, ScriptedLimiter, gateway_config, make_store
@@ -116,16 +117,20 @@ def test_content_is_exported_only_when_configured(tmp_path: Path, upstream: tupl
 class _Collector:
     """A tiny OTLP/HTTP receiver on 127.0.0.1: stores each POST body; answers `status`."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, first: list[tuple[int, str | None]] | None = None) -> None:
         self.bodies: list[tuple[str, str | None, bytes]] = []
         self.status = status
+        self.first = list(first or [])  # (status, Retry-After) answered to the first POSTs, in order
         outer = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # the stdlib's handler name
                 n = int(self.headers.get("content-length") or 0)
                 outer.bodies.append((self.path, self.headers.get("content-type"), self.rfile.read(n)))
-                self.send_response(outer.status)
+                status, retry_after = outer.first.pop(0) if outer.first else (outer.status, None)
+                self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("retry-after", retry_after)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -172,6 +177,62 @@ def test_collector_errors_are_counted_and_traffic_is_unaffected(
             assert r.choices[0].message.content
         assert env.app.otel is not None
         assert col.bodies and env.app.otel.post_failures >= 1 and env.app.otel.exported == 0
+
+
+def test_retryable_failures_are_retried_with_the_same_request(
+    tmp_path: Path, upstream: tuple[MockUpstream, str]
+) -> None:
+    # 503 with Retry-After 0, then 429 without it (jittered back-off from retry_initial_s), then accepted
+    with _Collector(first=[(503, "0"), (429, None)]) as col:
+        cfg = {"endpoint": col.url, "retry_initial_s": 0.05, "flush_s": 0.2}
+        with _serve(tmp_path, upstream, cfg) as env:
+            r = env.client("verified").chat.completions.create(
+                model="mock-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert r.choices[0].message.content
+            deadline = time.monotonic() + 10
+            while len(col.bodies) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        otel = env.app.otel
+        assert otel is not None
+        assert len(col.bodies) == 3 and len({b for _, _, b in col.bodies}) == 1  # one batch, sent 3 times
+        assert (otel.post_retries, otel.post_failures, otel.exported) == (2, 0, 1)
+
+
+def test_non_retryable_failures_are_not_retried(tmp_path: Path, upstream: tuple[MockUpstream, str]) -> None:
+    with _Collector(status=400) as col:
+        cfg = {"endpoint": col.url, "retry_initial_s": 0.05, "flush_s": 0.2}
+        with _serve(tmp_path, upstream, cfg) as env:
+            env.client("verified").chat.completions.create(
+                model="mock-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        otel = env.app.otel
+        assert otel is not None
+        assert len(col.bodies) == 1 and (otel.post_retries, otel.post_failures, otel.exported) == (0, 1, 0)
+
+
+def test_shutdown_does_not_wait_out_a_back_off(tmp_path: Path, upstream: tuple[MockUpstream, str]) -> None:
+    with _Collector(status=503) as col:
+        cfg = {"endpoint": col.url, "retry_initial_s": 60.0, "retries": 3, "flush_s": 0.2}
+        with _serve(tmp_path, upstream, cfg) as env:
+            env.client("verified").chat.completions.create(
+                model="mock-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            deadline = time.monotonic() + 10
+            while not col.bodies and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t0 = time.monotonic()
+        assert time.monotonic() - t0 < 10  # not the 60 s back-off
+        otel = env.app.otel
+        assert otel is not None and otel.post_failures == 1 and otel.exported == 0
+        assert len(col.bodies) <= 2  # the first try and at most one last try at shutdown
+
+
+def test_retry_after_header_forms() -> None:
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+    assert retry_after_s("Sun, 29 Nov 2026 10:00:30 GMT", now=1795946400.0) == pytest.approx(30.0)
+    assert retry_after_s("Sun, 29 Nov 2026 09:00:00 GMT", now=1795946400.0) == 0.0
 
 
 def test_export_line_skips_unmappable_records_and_config_needs_a_destination() -> None:

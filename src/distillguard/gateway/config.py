@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import os
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -287,6 +288,13 @@ class OtelExportConfig(BaseModel):
     flush_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch is exported.")
     queue_max: int = Field(100_000, ge=1, description="Exchanges waiting for export (more are dropped).")
     timeout_s: float = Field(5.0, gt=0, description="Time-out of one POST to the endpoint.")
+    retries: int = Field(
+        5, ge=0, description="Retries of a POST that failed retryably (429, 502, 503, 504, no answer)."
+    )
+    retry_initial_s: float = Field(
+        0.5, gt=0, description="First back-off (doubling, with full jitter) unless Retry-After says."
+    )
+    retry_max_s: float = Field(30.0, ge=0, description="Longest time spent retrying one batch.")
 
     @field_validator("endpoint")
     @classmethod
@@ -321,6 +329,56 @@ class LinksConfig(BaseModel):
         default_factory=lambda: Quota(rpm=60, tpm=100_000, tpd=2_000_000),
         description="A campaign's shared budget, unless the account's tier sets `quotas.link`.",
     )
+
+
+WatermarkMode = Literal["off", "upstream", "lexical"]
+
+
+class WatermarkConfig(BaseModel):
+    """Per-account output watermarks (watermark.py, docs/watermarking.md): `[gateway.watermark]`.
+
+    `upstream`: a self-hosted upstream (vLLM with distillguard's logits processor) marks the output; the
+    gateway sends the account id and key epoch (`vllm_xargs`), never key material. `lexical`: the
+    gateway itself applies the keyed synonym watermark to the response text (black-box upstreams).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    mode: WatermarkMode = Field("off", description="off, upstream (vllm_xargs) or lexical (response text).")
+    secret_file: Path | None = Field(
+        None, description="Provider secret (hex) for lexical mode; default $DISTILLGUARD_WATERMARK_SECRET."
+    )
+    scheme: str = Field(
+        "kgw", description="upstream: the scheme the model server applies (it holds the params)."
+    )
+    epoch: int = Field(0, ge=0, description="Key epoch when there is no rotation period.")
+    rotation_days: float | None = Field(
+        None, gt=0, description="Rotate keys every this many days: epoch = days since rotation_start / this."
+    )
+    rotation_start: datetime = Field(datetime(1970, 1, 1, tzinfo=UTC), description="Start of epoch 0.")
+    xargs_key: str = Field("dg_watermark", description="upstream: key in the body's `vllm_xargs`.")
+    header: str | None = Field(
+        None, description="upstream: also send the argument as this request header (e.g. x-dg-watermark)."
+    )
+    routes: list[str] = Field(
+        default_factory=lambda: ["/v1/chat/completions", "/v1/completions", "/v1/responses"],
+        description="Routes whose responses are marked (vLLM reads vllm_xargs on all three).",
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(not (c.isalnum() or c in "-_") for c in v)):
+            raise ValueError("header must be a plain header name (letters, digits, '-', '_')")
+        return v.lower() if v else v
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: list[str]) -> list[str]:
+        ok = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+        bad = [r for r in v if r not in ok]
+        if bad:
+            raise ValueError(f"routes {bad} cannot be watermarked; choose from {list(ok)}")
+        return v
 
 
 class Quota(BaseModel):
@@ -393,6 +451,9 @@ class GatewayConfig(BaseModel):
         None, description="OpenTelemetry GenAI span export; off when absent."
     )
     links: LinksConfig | None = Field(None, description="Linked-identity budgets; off when absent.")
+    watermark: WatermarkConfig = Field(
+        default_factory=WatermarkConfig, description="Per-account output watermarks; off by default."
+    )
     admin: AdminConfig = Field(
         default_factory=AdminConfig, description="Admin HTTP API; off unless a token is configured."
     )

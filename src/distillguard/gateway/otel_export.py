@@ -10,16 +10,23 @@ POSTed to `endpoint` as OTLP/HTTP JSON (`content-type: application/json`).
 Prompts and completions are customer data: unless `include_content = true` the spans carry no system
 prompt, messages, response or reasoning text (nor the `invalid.*` attributes, which may quote them):
 ids, model, parameters, usage, status, timing, network and the policy attributes (tier, risk, intel,
-refusal) only. The audit log stays the record of truth: the export is not fsynced and a failed POST is
-counted and logged (without content), not retried.
+refusal) only. The audit log stays the record of truth: the export is not fsynced. A POST that fails
+in a way the OTLP/HTTP specification calls retryable (429, 502, 503, 504, or no answer at all) is retried
+with exponential back-off and jitter, honouring `Retry-After`, up to `retries` times and `retry_max_s`
+seconds; any other failure, or the last one, is counted and logged (without content) and the batch dropped.
+While a batch is being retried, new exchanges wait in the queue (dropped and counted when it is full),
+as the OpenTelemetry SDKs' exporters do; at shutdown no batch waits for a back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import os
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,25 @@ from distillguard.gateway.risk import to_exchange
 from distillguard.ingest.otel import to_otlp_line
 
 log = logging.getLogger("distillguard.gateway.otel")
+
+# OTLP/HTTP: "The requests that receive a response status code listed in the following table SHOULD be
+# retried": 429, 502, 503 and 504 (https://opentelemetry.io/docs/specs/otlp/#failures-1)
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
 
 _CONTENT_FIELDS: dict[str, Any] = {
     "system_prompt": None,
@@ -84,10 +110,12 @@ class OtelExporter:
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._closing = False
+        self._stopping = asyncio.Event()
         self.exported = 0  # spans written or sent
         self.dropped = 0  # queue full
         self.skipped = 0  # records that did not map to an Exchange
-        self.post_failures = 0
+        self.post_failures = 0  # batches the collector never took
+        self.post_retries = 0
         self.write_failures = 0
 
     async def start(self) -> None:
@@ -98,11 +126,13 @@ class OtelExporter:
                 timeout=self.cfg.timeout_s, transport=self._transport, headers=self.cfg.headers
             )
         self._closing = False
+        self._stopping = asyncio.Event()  # bound to the loop the exporter runs on
         self._task = asyncio.create_task(self._run(), name="distillguard-otel")
 
     async def stop(self) -> None:
         """Export what is queued, then stop."""
         self._closing = True
+        self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)  # wake the batcher now (a full queue wakes it anyway)
@@ -162,15 +192,42 @@ class OtelExporter:
                 self.write_failures += 1
                 log.warning("otel span file write failed", extra={"error": f"{e.__class__.__name__}: {e}"})
         if self._client is not None and self.cfg.endpoint is not None:
+            ok = await self._post(line) or ok
+        if ok:
+            self.exported += n
+
+    async def _post(self, line: bytes) -> bool:
+        """POST one request, retrying what the OTLP spec calls retryable; True once the collector took it."""
+        assert self._client is not None and self.cfg.endpoint is not None
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.cfg.retry_max_s
+        for attempt in range(self.cfg.retries + 1):
+            wait: float | None = None
             try:
                 resp = await self._client.post(
                     self.cfg.endpoint, content=line, headers={"content-type": "application/json"}
                 )
-                resp.raise_for_status()
-                ok = True
+                if resp.status_code < 300:
+                    return True
+                retryable = resp.status_code in RETRYABLE_STATUS
+                wait = retry_after_s(resp.headers.get("retry-after"))
+                # the status and URL only: no span content is logged
+                error = f"HTTP {resp.status_code} from {self.cfg.endpoint}"
+            except httpx.TransportError as e:  # refused, reset, timed out: the collector may come back
+                retryable, error = True, f"{e.__class__.__name__}: {e}"
             except httpx.HTTPError as e:
+                retryable, error = False, f"{e.__class__.__name__}: {e}"
+            if wait is None:  # exponential back-off with full jitter: replicas do not retry in step
+                wait = random.uniform(0, self.cfg.retry_initial_s * 2.0**attempt)
+            last = attempt == self.cfg.retries or self._closing or loop.time() + wait > give_up_at
+            if not retryable or last:
                 self.post_failures += 1
-                # the exception's text names the URL and status only: no span content is logged
-                log.warning("otel export POST failed", extra={"error": f"{e.__class__.__name__}: {e}"})
-        if ok:
-            self.exported += n
+                log.warning(
+                    "otel export POST failed; batch dropped",
+                    extra={"error": error, "attempts": attempt + 1, "retryable": retryable},
+                )
+                return False
+            self.post_retries += 1
+            with contextlib.suppress(TimeoutError):  # stop() cuts the back-off short: one last try
+                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+        return False  # not reached: the last attempt returns above
