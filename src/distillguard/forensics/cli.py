@@ -150,6 +150,83 @@ def detect_cmd(
             json_out.write_bytes(data + b"\n")
 
 
+@forensics_app.command("lexical-detect")
+def lexical_detect_cmd(
+    file: Path = typer.Argument(..., help="JSONL of records with `text` (and optionally `prompt`)."),
+    keys: Path = typer.Option(..., "--keys", help="Account ids to test, one a line."),
+    secret: Path | None = typer.Option(
+        None, "--secret", help="Provider secret file (default: env DISTILLGUARD_WATERMARK_SECRET)."
+    ),
+    alpha: float = typer.Option(1e-3, "--alpha", help="Family-wise significance level (Holm)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON ('-' for stdout)."),
+) -> None:
+    """Test texts for the post-hoc lexical (synonym) watermark and name the accounts whose mark is present."""
+    import numpy as np
+
+    from distillguard.forensics.keys import KeyRing, ProviderSecret, WatermarkKeyError
+    from distillguard.forensics.lexical import LexicalDetector, attribute_lexical
+    from distillguard.forensics.scheme import SchemeError
+
+    if not file.is_file():
+        fail(f"input file not found: {file}")
+    if not keys.is_file():
+        fail(f"keys file not found: {keys}")
+    try:
+        rows = [orjson.loads(ln) for ln in file.read_bytes().splitlines() if ln.strip()]
+    except orjson.JSONDecodeError as exc:
+        fail(f"{file}: not JSONL: {exc}")
+    texts = [r.get("text") if isinstance(r, dict) else None for r in rows]
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        fail(f"{file}: record {bad + 1} has no string `text`")
+    accounts = [a.strip() for a in keys.read_text(encoding="utf-8").splitlines() if a.strip()]
+    try:
+        ring = KeyRing.derive(ProviderSecret.load(secret), accounts)
+        det = LexicalDetector()
+        # slots whose (previous word, set) coin occurs in the record's prompt are not scored
+        excl = [det.windows(r["prompt"]) if isinstance(r.get("prompt"), str) else None for r in rows]
+        per = [
+            attribute_lexical(t, ring, alpha=alpha, exclude=e)  # type: ignore[arg-type]
+            for t, e in zip(texts, excl, strict=True)
+        ]
+        pooled_ex = [e for e in excl if e is not None]
+        pooled = attribute_lexical(
+            texts,  # type: ignore[arg-type]
+            ring,
+            alpha=alpha,
+            exclude=np.concatenate(pooled_ex) if pooled_ex else None,
+        )
+    except (SchemeError, WatermarkKeyError) as exc:
+        fail(str(exc))
+    result = {
+        "scheme": "lexical",
+        "records": len(texts),
+        "keys_tested": len(ring),
+        "alpha": alpha,
+        "pooled": pooled.to_dict(),
+        "implicated": pooled.implicated,
+        "per_record": [
+            {
+                "id": str(r.get("id", i + 1)),
+                "slots_scored": a.n_scored,
+                "p_value": a.family_p_value,
+                "implicated": a.implicated,
+            }
+            for i, (r, a) in enumerate(zip(rows, per, strict=True))
+        ],
+    }
+    console.print(
+        f"lexical: {len(texts)} records, {pooled.n_scored} slots scored, {len(ring)} keys; "
+        f"pooled p = {pooled.family_p_value:.3g}; implicated: {', '.join(pooled.implicated) or 'none'}"
+    )
+    if json_out is not None:
+        data = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        if str(json_out) == "-":
+            sys.stdout.write(data.decode() + "\n")
+        else:
+            json_out.write_bytes(data + b"\n")
+
+
 # radioactivity: did a suspect model learn from our watermarked outputs (forensics/suspect.py)
 from distillguard.forensics.suspect import test_cmd  # noqa: E402
 
