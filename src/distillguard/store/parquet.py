@@ -4,7 +4,9 @@ A big plain (uncompressed) log in a line-oriented format is read by several work
 the file is cut into blocks at line boundaries, each worker parses, validates and converts its blocks
 into Arrow batches, and this process writes the batches in file order, so the Parquet rows, the
 quarantine (file, line, reason) and the counts are exactly those of a serial read. Compressed files, the
-formats whose records span lines, and small files are read serially.
+formats whose records span lines, and small files are read serially. Either way rows are validated and
+converted a batch at a time, column by column (`ingest.columnar.read_batches`), with the per-row
+validator only for the rows the column checks cannot vouch for.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ from distillguard.ingest.base import (
     Quarantine,
     detect_format,
     get_adapter,
-    read_exchanges,
     reading_range,
 )
+from distillguard.ingest.columnar import read_batches
 
 BATCH_ROWS = 16_384  # rows per Arrow batch (and, about, per row group): bounds memory whatever the log size
 ROW_GROUP_ROWS = 131_072
@@ -192,14 +194,12 @@ def _ingest_serial(
     stats: IngestStats,
     on_progress: Callable[[int, int], None] | None,
 ) -> None:
-    n = 0
-    for _line, ex in read_exchanges(path, adapter, q, stats):
-        sink.add(ex)
-        n += 1
-        if on_progress is not None and n % 10_000 == 0:
-            on_progress(0, 10_000)
+    for batch in read_batches(path, adapter, q, stats, BATCH_ROWS):
+        sink.add_batch(batch)
+        if on_progress is not None:
+            on_progress(0, batch.num_rows)
     if on_progress is not None:
-        on_progress(path.stat().st_size, n % 10_000)
+        on_progress(path.stat().st_size, 0)
 
 
 # -- parallel ingest ------------------------------------------------------------------------------------
@@ -258,15 +258,8 @@ def _read_block(path: Path, adapter: Adapter, start: int, end: int) -> _Part:
     st = IngestStats()
     rng = LineRange(start, end)
     part = _Part()
-    rows: list[list[Any]] = []
     with reading_range(path, rng):
-        for _line, ex in read_exchanges(path, adapter, q, st):
-            rows.append(to_values(ex))
-            if len(rows) >= BATCH_ROWS:
-                part.batches.append(values_to_batch(rows))
-                rows = []
-    if rows:
-        part.batches.append(values_to_batch(rows))
+        part.batches.extend(read_batches(path, adapter, q, st, BATCH_ROWS))
     d = st.files.get(str(path), {})
     part.read, part.ok, part.lines, part.bad = d.get("read", 0), d.get("ok", 0), rng.lines, q.items
     return part
