@@ -1,9 +1,9 @@
 """Added latency of the gateway, one client on loopback: direct to the mock upstream vs through it.
 
-    .venv/bin/python benchmarks/gateway_latency.py [--n 2000] [--no-fsync]
+    .venv/bin/python benchmarks/gateway_latency.py [--n 2000] [--sync per_request|background|off]
 
 Starts the test suite's mock upstream and a gateway (identity, tiers, the no-op limiter hook, audit with
-WAL and fsync, access log on) as separate processes, then times sequential requests from one keep-alive
+WAL in the given `audit.sync` mode, default the gateway's, access log on) as separate processes, then times sequential requests from one keep-alive
 httpx client: plain chat (full response) and streamed chat (time to the first byte). Reports P50/P99 of
 each path and the difference. A quick single-target check; the issue's overhead bar (every step on, LiteLLM
 side by side, 50 clients, two workers) is measured by `gateway_overhead.py`.
@@ -70,7 +70,10 @@ def _time(client: httpx.Client, url: str, headers: dict[str, str], n: int, strea
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument(
+        "--sync", choices=["per_request", "background", "off"], help="audit.sync (default: its default)."
+    )
+    ap.add_argument("--no-fsync", action="store_true", help="Same as --sync off.")
     ap.add_argument("--no-audit", action="store_true", help="Audit off (to attribute the overhead).")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dg-gw-bench-"))
@@ -87,10 +90,12 @@ def main() -> None:
         env=env,
     )
     cfg = tmp / "gateway.toml"
+    sync = "off" if args.no_fsync else args.sync
     cfg.write_text(
         f'[upstream]\nurl = "http://127.0.0.1:{up_port}/v1"\n[server]\nport = {gw_port}\n'
         f'[identity]\ndb = "{tmp / "gw.db"}"\n[audit]\npath = "{tmp / "audit.jsonl"}"\n'
-        f"fsync = {'false' if args.no_fsync else 'true'}\nenabled = {'false' if args.no_audit else 'true'}\n"
+        + (f'sync = "{sync}"\n' if sync else "")
+        + f"enabled = {'false' if args.no_audit else 'true'}\n"
     )
     from distillguard.gateway.identity import IdentityStore, open_identity_db
 

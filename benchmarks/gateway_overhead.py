@@ -3,23 +3,29 @@
     .venv/bin/python benchmarks/gateway_overhead.py            # full run (~2-3 minutes)
     .venv/bin/python benchmarks/gateway_overhead.py --quick    # fewer requests, shorter load phases
     .venv/bin/python benchmarks/gateway_overhead.py --runs 3   # median of 3 runs of every phase
+    .venv/bin/python benchmarks/gateway_overhead.py --loadgen wrk   # throughput phases driven by wrk
 
 Processes (all on 127.0.0.1): a fast mock upstream (raw asyncio protocol on uvloop with the httptools
 parser, precomputed OpenAI-shaped answers, so it is never the bottleneck); the distillguard gateway with
 every step on (key auth, in-process limits with tier quotas, geo with the bundled databases, intel
-blocklists from a real store, online risk enforcing, audit with WAL and fsync, access log); with two
-workers for the scaling phase; and LiteLLM proxy (default config, one worker) when
+blocklists from a real store, online risk enforcing, audit with WAL and its default background fsync,
+access log); with two workers for the scaling phase; and LiteLLM proxy (default config, one worker) when
 `/tmp/litellm-venv/bin/litellm` exists (`python -m venv /tmp/litellm-venv &&
 /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`; never a project dependency).
 
 One load generator for all targets: an asyncio protocol on uvloop, one keep-alive connection per client,
-httptools parsing the responses. Phases:
+httptools parsing the responses. On a 2-core machine that Python generator needs most of a core at a
+few thousand requests/s, which leaves a two-worker gateway one core, not two; `--loadgen wrk` drives the
+throughput phases of every target with wrk instead (C, one thread, the same POST through `-s` script;
+`apt-get install wrk`), and `--pin-loadgen CPU` pins whichever generator runs to one CPU (`taskset`),
+so the targets share the others. Phases:
 
 * latency, one client: requests go round-robin to every target (direct, gateway, LiteLLM, ...), so the
   machine's noise hits all of them alike; added latency = target percentile - direct percentile, for a
   full JSON chat answer and for a stream's first body byte;
 * throughput: 50 concurrent clients for a fixed time, requests/s (answers with status 200 only; any
-  other status is counted and reported).
+  other status is counted and reported), and the CPU per request of the target's processes (its
+  workers and the online-risk scoring process included).
 
 Prints a table and one JSON line (`GATEWAY_OVERHEAD {...}`); `--json PATH` also writes it.
 """
@@ -295,6 +301,55 @@ def _cpu_seconds(t: Target) -> float:
     return total
 
 
+_WRK_LUA = """
+wrk.method = "POST"
+wrk.body = %(body)s
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = %(auth)s
+wrk.headers["User-Agent"] = "dg-bench/1"
+done = function(summary, latency, requests)
+  io.write(string.format("WRK_JSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"status\\":%%d,"
+    .. "\\"connect\\":%%d,\\"read\\":%%d,\\"write\\":%%d,\\"timeout\\":%%d}\\n",
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout))
+end
+"""
+
+
+def _lua_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _wrk(t: Target, clients: int, seconds: float, pin: str | None, tmp: Path) -> dict[str, float]:
+    """Requests/s of `t` under wrk (one thread, `clients` connections), after a one-second warm-up."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("--loadgen wrk: wrk not found (apt-get install wrk)")
+    body = _request(t.port, t.token, False).split(b"\r\n\r\n", 1)[1].decode()
+    script = tmp / f"wrk-{t.name}.lua"
+    script.write_text(_WRK_LUA % {"body": _lua_str(body), "auth": _lua_str(f"Bearer {t.token}")})
+    url = f"http://127.0.0.1:{t.port}/v1/chat/completions"
+    pre = ["taskset", "-c", pin] if pin else []
+
+    def run(secs: float) -> dict[str, int]:
+        cmd = [*pre, wrk, "-t1", f"-c{clients}", f"-d{secs:g}s", "--timeout", "10s", "-s", str(script), url]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
+        return orjson.loads(line.removeprefix("WRK_JSON "))
+
+    run(1)  # warm-up: connections, caches, the first scores
+    c0 = _cpu_seconds(t)
+    r = run(seconds)
+    used = _cpu_seconds(t) - c0
+    dur = r["duration_us"] / 1e6
+    bad = r["status"] + r["read"] + r["write"] + r["timeout"]
+    return {
+        "rps": (r["requests"] - r["status"]) / dur,
+        "non_200": bad,
+        "cpu_us": used / max(1, r["requests"]) * 1e6,
+    }
+
+
 async def _throughput(t: Target, clients: int, seconds: float, stream: bool = False) -> dict[str, float]:
     conns = [await _connect(t.port) for _ in range(clients)]
     req = _request(t.port, t.token, stream)
@@ -367,7 +422,8 @@ async def _wait_ready(t: Target, timeout: float = 60) -> None:
 
 
 def _gateway_config(tmp: Path, up_port: int, port: int) -> Path:
-    """Every step on: identity, tiers with quotas (memory limiter), geo, intel store, risk enforcing, audit+fsync."""
+    """Every step on: identity, tiers, quotas (memory limiter), geo, intel store, risk enforcing, audit (default
+    sync: background fsync)."""
     from distillguard.gateway.geo import bundled_dbs
     from distillguard.intel.indicator import Indicator, IndicatorType, Records
     from distillguard.intel.privacy import Keyring
@@ -413,7 +469,6 @@ log_level = "warning"
 db = "{tmp / "gw.db"}"
 [audit]
 path = "{tmp / "audit.jsonl"}"
-fsync = true
 [geo]
 country_db = "{country}"
 asn_db = "{asn}"
@@ -477,7 +532,8 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
 
 # attribution variants (`--also`): the full gateway less one step, to see what that step costs
 _VARIANTS = {
-    "nofsync": ("fsync = true", "fsync = false"),
+    "perrequest": ("[audit]\n", '[audit]\nsync = "per_request"\n'),
+    "nofsync": ("[audit]\n", '[audit]\nsync = "off"\n'),
     "norisk": ("[risk]\nenabled = true", "[risk]\nenabled = false"),
 }
 
@@ -564,7 +620,12 @@ async def _one_run(targets: list[Target], scale: list[Target], args: argparse.Na
         for name, xs in ms.items():
             res[key][name] = {p: _pct(xs, p) for p in (50, 95, 99)}
     for t in [*targets, *scale]:
-        res["rps"][t.name] = await _throughput(t, args.clients, args.seconds)
+        if args.loadgen == "wrk":
+            res["rps"][t.name] = await asyncio.to_thread(
+                _wrk, t, args.clients, args.seconds, args.pin_loadgen, args.tmp
+            )
+        else:
+            res["rps"][t.name] = await _throughput(t, args.clients, args.seconds)
     return res
 
 
@@ -666,8 +727,16 @@ def main() -> None:
         action="append",
         default=[],
         choices=sorted(_VARIANTS),
-        help="Also measure the gateway with audit fsync off (nofsync) or online risk off (norisk).",
+        help="Also measure the gateway with each answer waiting for its audit fsync (perrequest), audit "
+        "fsync off (nofsync) or online risk off (norisk).",
     )
+    ap.add_argument(
+        "--loadgen",
+        choices=["python", "wrk"],
+        default="python",
+        help="Load generator of the throughput phases (the latency phases always use the Python one).",
+    )
+    ap.add_argument("--pin-loadgen", metavar="CPU", help="taskset CPU list for the load generator, e.g. 0.")
     ap.add_argument("--json", type=Path, help="Also write the summary here.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs, audit).")
     ap.add_argument("--role", choices=["mock"], help=argparse.SUPPRESS)
@@ -679,6 +748,7 @@ def main() -> None:
     if args.quick:
         args.n, args.seconds = 500, 3.0
     tmp = Path(tempfile.mkdtemp(prefix="dg-gw-overhead-"))
+    args.tmp = tmp
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -714,6 +784,9 @@ def main() -> None:
                 await _wait_ready(t, timeout=120)
             return [await _one_run(targets, scale, args) for _ in range(args.runs)]
 
+        if args.pin_loadgen and args.loadgen == "python":
+            # this process is the load generator: pinned only now, so the targets it started are not
+            os.sched_setaffinity(0, {int(c) for c in args.pin_loadgen.split(",")})
         runs = uvloop.run(run_all())
     finally:
         for p in procs:
@@ -722,6 +795,7 @@ def main() -> None:
     summary["clients"] = args.clients
     summary["n"] = args.n
     summary["seconds"] = args.seconds
+    summary["loadgen"] = args.loadgen + (f" pinned to CPU {args.pin_loadgen}" if args.pin_loadgen else "")
     _print_table(summary, args.clients)
     line = orjson.dumps(summary).decode()
     print("GATEWAY_OVERHEAD " + line)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from distillguard.gateway.audit import RECOVERED_ATTR, AuditLog, final_line, verify_chain
+from distillguard.gateway.audit import RECOVERED_ATTR, AuditLog, SyncMode, final_line, verify_chain
 
 
 def _rec(xid: str, **kw: Any) -> dict[str, Any]:
@@ -40,21 +40,21 @@ def _rows(p: Path) -> list[dict[str, Any]]:
     return [orjson.loads(x) for x in p.read_bytes().splitlines()]
 
 
-@pytest.mark.parametrize("fsync", [True, False])
-def test_recovery_writes_each_unfinished_exchange_once(tmp_path: Path, fsync: bool) -> None:
+@pytest.mark.parametrize("sync", ["per_request", "background", "off"])
+def test_recovery_writes_each_unfinished_exchange_once(tmp_path: Path, sync: SyncMode) -> None:
     p = tmp_path / "audit.jsonl"
 
     async def run() -> None:
-        a = AuditLog(p, fsync=fsync, hash_chain=True)
+        a = AuditLog(p, sync=sync, hash_chain=True)
         a.open()
         await asyncio.gather(a.begin("x1", _rec("x1")), a.begin("x2", _rec("x2")))
         a.amend("x2", {"account_id": "acct_2"})
         await a.end("x1", {**_rec("x1"), "response_text": "done"})
         _crash(a)
-        b = AuditLog(p, fsync=fsync, hash_chain=True)
+        b = AuditLog(p, sync=sync, hash_chain=True)
         assert b.open().recovered == 1
         _crash(b)  # a crash right after recovery recovers nothing twice
-        c = AuditLog(p, fsync=fsync, hash_chain=True)
+        c = AuditLog(p, sync=sync, hash_chain=True)
         assert c.open().recovered == 0
         await c.end("x3", _rec("x3"))
         c.close()

@@ -50,7 +50,7 @@ def _start(cfg_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("gateway did not become healthy")
 
 
-def _write_config(tmp: Path, up_url: str, port: int) -> Path:
+def _write_config(tmp: Path, up_url: str, port: int, sync: str = "background") -> Path:
     cfg = gateway_config(tmp, up_url)
     p = tmp / "gateway.toml"
     p.write_text(
@@ -66,6 +66,7 @@ db = "{cfg.identity.db}"
 [gateway.audit]
 path = "{cfg.audit.path}"
 hash_chain = true
+sync = "{sync}"
 [gateway.tiers.verified]
 models = ["*"]
 [gateway.tiers.unverified]
@@ -75,10 +76,14 @@ models = ["*mini*"]
     return p
 
 
-def test_audit_exactly_once_across_kill_9(tmp_path: Path, drip_upstream: tuple[MockUpstream, str]) -> None:
+# kill -9 exactly-once needs only the write() before the answer: it holds whatever the fsync policy
+@pytest.mark.parametrize("sync", ["per_request", "background", "off"])
+def test_audit_exactly_once_across_kill_9(
+    tmp_path: Path, drip_upstream: tuple[MockUpstream, str], sync: str
+) -> None:
     mock, up_url = drip_upstream
     port = free_port()
-    cfg_path = _write_config(tmp_path, up_url, port)
+    cfg_path = _write_config(tmp_path, up_url, port, sync)
     cfg = gateway_config(tmp_path, up_url)
     store, secrets_, _ = make_store(tmp_path, cfg)
     store.engine.dispose()

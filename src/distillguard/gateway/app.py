@@ -65,6 +65,7 @@ from distillguard.gateway.upstream import (
     status_error,
     transport_error,
 )
+from distillguard.gateway.watermark import WatermarkHook, WatermarkPlan
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,6 +99,7 @@ class _State:
         "t_fwd",
         "t_up_done",
         "upstream_s",
+        "watermark",
     )
 
     def __init__(self) -> None:
@@ -111,6 +113,7 @@ class _State:
         self.finishing = False
         self.recorded = False  # the final record is submitted: never a second one
         self.strip_reasoning = False  # online risk: reasoning removed from the response
+        self.watermark: WatermarkPlan | None = None  # watermark.py: upstream header, response marker
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -136,7 +139,14 @@ class Gateway:
         self.metrics = Metrics()
         a = cfg.audit
         self.audit: AuditLog | NullAudit = (
-            AuditLog(a.path, a.fsync, a.batch_max, a.hash_chain, a.wal_rotate_bytes)
+            AuditLog(
+                a.path,
+                batch_max=a.batch_max,
+                hash_chain=a.hash_chain,
+                wal_rotate_bytes=a.wal_rotate_bytes,
+                sync=a.sync,
+                sync_interval_s=a.sync_interval_ms / 1000,
+            )
             if a.enabled
             else NullAudit()
         )
@@ -155,6 +165,10 @@ class Gateway:
         self.otel: OtelExporter | None = OtelExporter(cfg.otel) if cfg.otel is not None else None
         # linked identities (links.py): campaign budgets shared by linked accounts, loaded at startup
         self.links: LinkGate | None = None
+        # per-account output watermarks (watermark.py): the upstream's args, or the gateway's lexical mark
+        self.watermark: WatermarkHook | None = (
+            WatermarkHook(cfg.watermark) if cfg.watermark.mode != "off" else None
+        )
         # admin API (admin.py) under /admin/v1/, only when an admin token is configured
         token = cfg.admin.token_hash()
         self.admin: AdminAPI | None = (
@@ -518,6 +532,10 @@ class Gateway:
                     if rd.body_changed:
                         raw = orjson.dumps(body)
                     st.strip_reasoning = rd.strip_reasoning
+                if self.watermark is not None:
+                    st.watermark = self.watermark.prepare(endpoint, key.account_id, body, rec)
+                    if st.watermark.body_changed:
+                        raw = orjson.dumps(body)
                 est = estimate_tokens(endpoint, body, len(raw), tier, self.cfg)
                 descs = descriptors(key, tier, rec["client_ip"])
                 if self.links is not None:
@@ -582,7 +600,7 @@ class Gateway:
         self.metrics.exchange(
             endpoint, st.status, st.upstream_s if st.t_fwd else None, max(0.0, total - st.upstream_s)
         )
-        if self.cfg.server.access_log:
+        if self.cfg.server.access_log and log.isEnabledFor(logging.INFO):  # no dict built to be dropped
             log.info(
                 "exchange",
                 extra={
@@ -711,7 +729,10 @@ class Gateway:
                 hide_usage = True
         st.t_fwd = time.perf_counter()
         try:
-            head = self._up_heads[(endpoint, stream)] + b"content-length: %d\r\n\r\n" % len(content)
+            head = self._up_heads[(endpoint, stream)]
+            if st.watermark is not None and st.watermark.header:
+                head += st.watermark.header  # the account's watermark argument, as a header too
+            head += b"content-length: %d\r\n\r\n" % len(content)
             resp = await self.client.request(head, content)
         except UPSTREAM_ERRORS as e:
             st.t_up_done = time.perf_counter()
@@ -744,7 +765,7 @@ class Gateway:
                 await _respond(send, resp.status, data, [*_JSON, *rh])
                 return
             try:
-                acc.feed_json(orjson.loads(data))
+                obj = orjson.loads(data)
             except orjson.JSONDecodeError:
                 await self._upstream_failed(
                     send,
@@ -757,6 +778,10 @@ class Gateway:
                     rh,
                 )
                 return
+            marker = st.watermark.marker if st.watermark is not None else None
+            if marker is not None and marker.mark_json(obj):
+                data = orjson.dumps(obj)  # the client gets, and the audit records, the marked text
+            acc.feed_json(obj)
             await self._finish(st, rec, acc, 200)
             st.finishing = True
             if st.strip_reasoning:  # online risk: reasoning removed from what the client gets
@@ -804,6 +829,7 @@ class Gateway:
         buf = b""
         error: str | None = None
         responses_api = endpoint == "/v1/responses"
+        marker = st.watermark.marker if st.watermark is not None else None
 
         def feed(chunk: bytes) -> list[bytes]:
             """The complete events of `buf + chunk` to relay now (terminal ones go to `held`)."""
@@ -820,6 +846,10 @@ class Gateway:
                     out.append(event)  # comments, keep-alives: relayed
                     continue
                 if data == b"[DONE]":
+                    if marker is not None:  # text a streamer still held for a choice with no finish
+                        for extra in marker.flush_events():
+                            acc.feed_event(extra)
+                            out.append(b"data: " + orjson.dumps(extra) + b"\n\n")
                     held += event
                     continue
                 try:
@@ -827,6 +857,8 @@ class Gateway:
                 except orjson.JSONDecodeError:
                     out.append(event)
                     continue
+                if marker is not None and marker.mark_event(obj):
+                    event = b"data: " + orjson.dumps(obj) + b"\n\n"
                 acc.feed_event(obj)
                 if isinstance(obj, dict):
                     if isinstance(obj.get("error"), dict):

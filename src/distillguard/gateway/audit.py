@@ -7,9 +7,18 @@ Two files per writer:
   request is checked or forwarded.
 
 Protocol (what "exactly once" means here). A record is *written* (`write()`, which survives `kill -9`:
-the kernel keeps the page cache) before the gateway acts on what it records, and *durable* (with `fsync =
-true`, the default: `fdatasync`, which also survives power loss) before the client sees what it
-records:
+the kernel keeps the page cache) before the gateway acts on what it records, and *durable* (`fdatasync`,
+which also survives power loss) as `audit.sync` says:
+
+* `per_request`: a final record is durable before the client sees what it records (each answer waits
+  for the group commit that covers it);
+* `background` (the default): a final record is written before the answer and made durable by a
+  background group commit at most `sync_interval_ms` later; the answer does not wait for the disk. A
+  power loss can lose the records written in that last interval (their clients may have had answers);
+  a `kill -9` loses nothing;
+* `off`: flushed only at WAL rotation and at shutdown (kill -9 safe only).
+
+With `per_request`:
 
 * the intent is written before the request is checked or forwarded; it is made durable only when the
   gateway asks for it (`sync()`: before a stream's first byte when `audit.durable_first_byte` is on;
@@ -29,15 +38,17 @@ One group commit covers every record written while the previous one ran. So:
   its header) and only recovers intents that have none; a crash during recovery is recovered again
   idempotently (its records are found after the checkpoint). A line torn by the kill (no final
   newline) is cut off; it was never acknowledged, and its intent recovers it.
-* after a power loss (fsync on), a request whose intent was written but not yet durable may be missing:
-  its client had not received the whole response (with `durable_first_byte`: not a byte of it).
+* after a power loss (`per_request`), a request whose intent was written but not yet durable may be
+  missing: its client had not received the whole response (with `durable_first_byte`: not a byte of it).
 
 The one window left: a final record written but not yet acknowledged when the process dies says the
 exchange completed although the client missed the last byte (the record is still there exactly once).
 
 Writes happen on the event loop (one `write()` per file per loop iteration, batching every record
-submitted in that iteration); fsync runs in a thread. The WAL is rewritten (open intents only, new
-checkpoint) once it exceeds `wal_rotate_bytes`. Each writer holds an exclusive `flock` on a slot, so two
+submitted in that iteration); fsync runs in a thread, which never holds a lock the event loop waits for
+while the disk flushes. The WAL is rewritten (open intents only, new checkpoint) once it exceeds
+`wal_rotate_bytes`; when no intent is open it is simply truncated to a new checkpoint past 64 KiB, with
+no fsync (nothing in it needs to survive: every intent has its final record). Each writer holds an exclusive `flock` on a slot, so two
 workers sharing a path get `audit.jsonl` and `audit.1.jsonl` instead of interleaving.
 
 Hash chain (optional): each line's `attributes["chain.prev_sha256"]` is the SHA-256 of the previous
@@ -53,10 +64,11 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -71,6 +83,8 @@ CHAIN_ATTR = "chain.prev_sha256"
 RECOVERED_ATTR = "audit.recovered"
 _GENESIS = "0" * 64
 _SLOTS = 64
+
+SyncMode = Literal["per_request", "background", "off"]
 
 
 class AuditUnavailable(RuntimeError):
@@ -181,9 +195,14 @@ class AuditLog:
         batch_max: int = 1024,
         hash_chain: bool = False,
         wal_rotate_bytes: int = 4 << 20,
+        sync: SyncMode | None = None,
+        sync_interval_s: float = 0.01,
     ) -> None:
         self.base_path = path
-        self.fsync = fsync
+        # `sync` names the mode; without it the older `fsync` flag decides (true: per_request)
+        self.mode: SyncMode = sync or ("per_request" if fsync else "off")
+        self.fsync = self.mode != "off"  # some fdatasync runs in the background thread
+        self.sync_interval_s = sync_interval_s
         self.batch_max = batch_max
         self.hash_chain = hash_chain
         self.wal_rotate_bytes = wal_rotate_bytes
@@ -203,6 +222,9 @@ class AuditLog:
         self._sync_cv = threading.Condition()
         self._sync_waiting: list[asyncio.Future[None]] = []
         self._sync_wal = False  # a sync() waiter needs the WAL durable too (not only audit.jsonl)
+        self._dirty = False  # background mode: final records written since the last fdatasync
+        self._wal_promised = False  # a sync() made intents durable: rotations must keep them so
+        self._dirty_since = 0.0
         self._sync_thread: threading.Thread | None = None
         self._fd_lock = threading.Lock()  # fds swapped by WAL rotation while the sync thread may use them
         self.records_written = 0
@@ -305,23 +327,40 @@ class AuditLog:
         self._rotate_wal()
         return rep
 
-    def _rotate_wal(self) -> None:
-        """Start a new WAL: a checkpoint header, then the intents still open (atomically, by rename)."""
+    def _reset_wal(self) -> None:
+        """No intent open: empty the WAL in place and write a new checkpoint (no fsync needed: after a
+        crash or power loss the WAL reads as the old one, which recovers idempotently, or as this one,
+        which has nothing to recover)."""
+        os.ftruncate(self._wal_fd, 0)
+        header = orjson.dumps({"wal": 1, "audit_offset": self._size}) + b"\n"
+        _write_all(self._wal_fd, header)  # O_APPEND: written at the new end, offset 0
+        self._wal_size = len(header)
+
+    def _rotate_wal(self, durable: bool | None = None) -> None:
+        """Start a new WAL: a checkpoint header, then the intents still open (atomically, by rename).
+
+        `durable` (default: whenever fsync is on) fsyncs the audit log, the new WAL and its directory
+        first. While serving, only an intent some `sync()` promised durable (`durable_first_byte`) needs
+        that: any other open intent may be lost to a power cut anyway (its client has no full answer), and
+        a checkpoint past the disk's end only skips final records whose answers still wait for their flush.
+        """
+        if durable is None:
+            durable = self.fsync
         wal = Path(str(self.path) + ".wal")
         tmp = Path(str(wal) + ".tmp")
-        if self.fsync and self._fd >= 0:
+        if durable and self._fd >= 0:
             os.fsync(self._fd)  # the checkpoint must not point past what the disk holds
         header = orjson.dumps({"wal": 1, "audit_offset": self._size}) + b"\n"
         data = header + b"".join(_wal_line(rec) for rec in self._open.values())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _write_all(fd, data)
-            if self.fsync:
+            if durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, wal)
-        if self.fsync:
+        if durable:
             dfd = os.open(wal.parent, os.O_RDONLY)
             try:
                 os.fsync(dfd)
@@ -354,6 +393,7 @@ class AuditLog:
         if not self.fsync or self._closed:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wal_promised = True  # from now on WAL rotation keeps intents durable
         with self._sync_cv:
             self._sync_waiting.append(fut)
             self._sync_wal = True
@@ -425,8 +465,10 @@ class AuditLog:
                     _write_all(self._fd, data)
                     self._size += len(data)
                     self.records_written += len(finals)
-                if self._wal_size > self.wal_rotate_bytes or (not self._open and self._wal_size > 64 << 10):
-                    self._rotate_wal()
+                if not self._open and self._wal_size > 64 << 10:
+                    self._reset_wal()  # the common case (nothing in flight): no rename, no fsync
+                elif self._wal_size > self.wal_rotate_bytes:
+                    self._rotate_wal(durable=self.fsync and self._wal_promised)
         except Exception as e:
             log.error("audit write failed", extra={"error": e.__class__.__name__})
             exc = AuditUnavailable(f"audit log write failed: {e.__class__.__name__}")
@@ -437,32 +479,60 @@ class AuditLog:
         for f in written:
             if not f.done():
                 f.set_result(None)
-        if self.fsync and futs:
+        if self.mode == "per_request" and futs:
             with self._sync_cv:
                 self._sync_waiting.extend(futs)
                 self._sync_cv.notify()
-        else:
-            for f in futs:
-                if not f.done():
-                    f.set_result(None)
+            return
+        for f in futs:  # background / off: written is enough to answer
+            if not f.done():
+                f.set_result(None)
+        if self.mode == "background" and futs and not self._dirty:
+            with self._sync_cv:
+                self._dirty = True
+                self._dirty_since = time.monotonic()
+                self._sync_cv.notify()
 
     def _sync_forever(self) -> None:
+        cv = self._sync_cv
         while True:
-            with self._sync_cv:
-                while not self._sync_waiting and not self._closed:
-                    self._sync_cv.wait()
+            with cv:
+                while not self._sync_waiting and not self._dirty and not self._closed:
+                    cv.wait()
                 if not self._sync_waiting and self._closed:
-                    return
+                    return  # close() flushes what is left
+                if not self._sync_waiting:
+                    # background group commit: everything written within the interval goes in one flush
+                    # (a sync() waiter or close() cuts the wait short)
+                    deadline = self._dirty_since + self.sync_interval_s
+                    while not self._sync_waiting and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        cv.wait(left)
                 futs, self._sync_waiting = self._sync_waiting, []
                 wal, self._sync_wal = self._sync_wal, False
+                self._dirty = False
             err: Exception | None = None
             try:
+                # the fds are duplicated under the lock and flushed outside it: WAL rotation may swap them
+                # meanwhile, and the event loop's writes must not wait for the disk
+                fds: list[int] = []
                 with self._fd_lock:
-                    os.fdatasync(self._fd)
-                    if wal:
-                        os.fdatasync(self._wal_fd)
+                    if self._fd >= 0:
+                        fds.append(os.dup(self._fd))
+                        if wal:
+                            fds.append(os.dup(self._wal_fd))
+                try:
+                    for fd in fds:
+                        os.fdatasync(fd)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
             except OSError as e:
                 err = AuditUnavailable(f"audit log fsync failed: {e.strerror}")
+                if not futs:  # background: nobody waits to be told
+                    log.error("audit background fsync failed", extra={"error": e.strerror})
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile

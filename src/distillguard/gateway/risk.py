@@ -1,11 +1,13 @@
 """Online risk at request time: the streaming detector's verdict per account drives graded actions.
 
-Off the request path: each completed, admitted exchange is queued (`observe`, O(1)); one background
-task drains the queue in batches and, in a worker thread, feeds the exchanges to an `OnlineScorer`
-(`learn_one`, ~20 us) and re-scores an account (`score_one`, tens of ms: the batch feature SQL over
-its window in DuckDB) once it has `rescore_every` new exchanges or `rescore_s` seconds after its
-last new one. The latest verdict per account sits in a dict that the request path only reads
-(`decide`, O(1)).
+Off the request path: each completed, admitted exchange is queued as one JSON line (`observe`, a few
+us, after the response is sent); one background task drains the queue in batches and hands them to
+the risk worker (risk_worker.py: a child process by default, so scoring never holds the gateway's GIL),
+which feeds the exchanges to an `OnlineScorer` (`learn_one`, ~20 us) and re-scores an account
+(`score_one`, ~100 ms of CPU: the batch feature SQL over its window in DuckDB) once it has
+`rescore_every` new exchanges or `rescore_s` seconds after its last new one, at most every
+`rescore_min_s`. The latest verdict per account sits in a dict that the request path only reads
+(`decide`, O(1)): a graded action applies from the account's next request after the verdict.
 
 The account's level maps to a list of actions (`RiskConfig.actions`):
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,16 @@ from distillguard.detect.online import OnlineScorer
 from distillguard.exchange import Exchange, validate
 from distillguard.gateway.config import RiskConfig
 from distillguard.gateway.errors import GatewayError, forbidden
-from distillguard.gateway.risk_state import RiskState, RiskVerdict, build_state
+from distillguard.gateway.risk_state import RiskState, RiskVerdict
+from distillguard.gateway.risk_worker import RiskWorker, build_worker
 
 __all__ = ["RiskDecision", "RiskEngine", "RiskVerdict", "strip_event", "strip_json", "to_exchange"]
 
 log = logging.getLogger("distillguard.gateway.risk")
 
 _REFUSING = ("block", "require_verification", "throttle")
+_BATCH_MAX = 1024  # exchanges handed to the worker at once
+_GATHER_S = 0.05  # how long the first exchange of a batch waits for others
 _REASONING_KEYS = ("reasoning", "reasoning_content")
 _REASONING_EVENTS = "response.reasoning"  # prefix of the Responses API reasoning events
 
@@ -79,9 +83,10 @@ class RiskEngine:
         self, cfg: RiskConfig, scorer: OnlineScorer | None = None, state: RiskState | None = None
     ) -> None:
         self.cfg = cfg
-        self.state: RiskState = state or build_state(cfg, scorer)
+        # a child process unless a scorer or state object is injected (those stay in this process)
+        self.worker: RiskWorker = build_worker(cfg, scorer, state)
         self.verdicts: dict[str, RiskVerdict] = {}
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=cfg.queue_max)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=cfg.queue_max)
         # shared state: wake at least every sync_s to pull verdicts reached on other replicas
         self._wait_s = min(cfg.rescore_s, cfg.sync_s) if cfg.state == "redis" else cfg.rescore_s
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +102,7 @@ class RiskEngine:
 
     async def start(self) -> None:
         if self._task is None:
+            await self.worker.start()
             self._task = asyncio.create_task(self._run(), name="distillguard-risk")
 
     async def stop(self) -> None:
@@ -105,25 +111,35 @@ class RiskEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.to_thread(self.state.close)
+        await self.worker.close()  # after the batch in flight, if any
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Queue one completed exchange (called after the response; never blocks, drops when full)."""
-        try:
-            self._queue.put_nowait(dict(rec))
-        except asyncio.QueueFull:
+        if self._queue.full():
             self.dropped += 1
+            return
+        try:
+            # serialised now: a snapshot of the record, and what the worker reads
+            line = orjson.dumps(rec)
+        except TypeError:  # a value JSON cannot hold; the audit moved it to attributes, risk skips it
+            self.dropped += 1
+            return
+        self._queue.put_nowait(line)
 
     async def _run(self) -> None:
         while True:
-            batch: list[dict[str, Any]] = []
+            batch: list[bytes] = []
             with contextlib.suppress(TimeoutError):  # a timeout still re-scores accounts gone quiet
                 batch.append(await asyncio.wait_for(self._queue.get(), timeout=self._wait_s))
-            while not self._queue.empty() and len(batch) < 1024:
+            if batch and self._queue.qsize() < _BATCH_MAX:
+                # let a batch gather: one hand-over per request would wake the worker (a thread and a
+                # process) ~1000 times a second, competing for the cores with the request path, for
+                # verdicts that change at most every `rescore_min_s`
+                await asyncio.sleep(_GATHER_S)
+            while not self._queue.empty() and len(batch) < _BATCH_MAX:
                 batch.append(self._queue.get_nowait())
             try:
-                # one thread at a time: the scorer (and its DuckDB connection) is never shared
-                fresh = await asyncio.to_thread(self._learn_and_score, batch)
+                res = await self.worker.run(batch)
             except Exception as e:  # a scoring failure keeps the last verdicts; traffic is unaffected
                 self.failures += 1
                 # once per outage (Redis down would otherwise log every sync_s), then quietly
@@ -136,36 +152,11 @@ class RiskEngine:
             if self._failing:
                 log.warning("risk scoring recovered", extra={"failures": self.failures})
                 self._failing = False
-            self.verdicts.update(fresh)
+            self.learnt += res.learnt
+            self.scored += res.scored
+            self.score_seconds += res.score_seconds
+            self.verdicts.update(res.verdicts)
             self.applied += len(batch)
-
-    def _learn_and_score(self, batch: list[dict[str, Any]]) -> dict[str, RiskVerdict]:
-        now = time.monotonic()
-        exs: list[Exchange] = []
-        for rec in batch:
-            try:
-                exs.append(to_exchange(rec))
-            except (ValidationError, ValueError):
-                continue
-        self.state.learn(exs, now)
-        self.learnt += len(exs)
-        out: dict[str, RiskVerdict] = {}
-        for acc in self.state.due(now):
-            t = time.perf_counter()
-            v = self.state.score(acc)
-            self.score_seconds += time.perf_counter() - t
-            self.scored += 1
-            code = f"risk_{v.level}"
-            top = v.reasons(self.cfg.top_reasons)
-            out[acc] = RiskVerdict(
-                level=v.level,
-                score=v.score,
-                reasons=f"{code}; {top}" if top else code,
-                actions=tuple(a for a in self.cfg.actions.get(v.level, []) if a != "allow"),
-            )
-        self.state.publish(out)
-        # verdicts reached anywhere (ours included, when shared) since the last pull
-        return {**self.state.pull(), **out}
 
     # -- request path -----------------------------------------------------------------------------------
 
