@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,16 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield srv
     finally:
         srv.stop()
+
+
+def audit_record(xid: str, **kw: Any) -> dict[str, Any]:
+    """A minimal gateway record for the audit log tests (the exchange id is also the prompt)."""
+    return {
+        "exchange_id": xid,
+        "ts": datetime(2026, 1, 1, tzinfo=UTC),
+        "account_id": "acct",
+        "model": "m",
+        "messages": [{"role": "user", "content": xid}],
+        "attributes": {},
+        **kw,
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,7 @@ import pytest
 
 from distillguard.gateway.audit import RECOVERED_ATTR, AuditLog, SyncMode, final_line, verify_chain
 
-
-def _rec(xid: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "exchange_id": xid,
-        "ts": datetime(2026, 1, 1, tzinfo=UTC),
-        "account_id": "acct",
-        "model": "m",
-        "messages": [{"role": "user", "content": xid}],
-        "attributes": {},
-        **kw,
-    }
+from .conftest import audit_record
 
 
 def _crash(a: AuditLog) -> None:
@@ -47,16 +36,16 @@ def test_recovery_writes_each_unfinished_exchange_once(tmp_path: Path, sync: Syn
     async def run() -> None:
         a = AuditLog(p, sync=sync, hash_chain=True)
         a.open()
-        await asyncio.gather(a.begin("x1", _rec("x1")), a.begin("x2", _rec("x2")))
+        await asyncio.gather(a.begin("x1", audit_record("x1")), a.begin("x2", audit_record("x2")))
         a.amend("x2", {"account_id": "acct_2"})
-        await a.end("x1", {**_rec("x1"), "response_text": "done"})
+        await a.end("x1", {**audit_record("x1"), "response_text": "done"})
         _crash(a)
         b = AuditLog(p, sync=sync, hash_chain=True)
         assert b.open().recovered == 1
         _crash(b)  # a crash right after recovery recovers nothing twice
         c = AuditLog(p, sync=sync, hash_chain=True)
         assert c.open().recovered == 0
-        await c.end("x3", _rec("x3"))
+        await c.end("x3", audit_record("x3"))
         c.close()
 
     asyncio.run(run())
@@ -73,11 +62,11 @@ def test_torn_last_line_is_cut_and_its_intent_recovers_it(tmp_path: Path) -> Non
     async def run() -> None:
         a = AuditLog(p, fsync=False)
         a.open()
-        await a.end("x1", _rec("x1"))
-        await a.begin("x2", _rec("x2"))
+        await a.end("x1", audit_record("x1"))
+        await a.begin("x2", audit_record("x2"))
         _crash(a)
         with open(p, "ab") as f:
-            f.write(final_line(_rec("x2"))[:25])  # the kill cut x2's final record mid-write
+            f.write(final_line(audit_record("x2"))[:25])  # the kill cut x2's final record mid-write
         b = AuditLog(p, fsync=False)
         rep = b.open()
         assert rep.torn_bytes == 25 and rep.recovered == 1
@@ -93,10 +82,10 @@ def test_wal_rotation_keeps_open_intents(tmp_path: Path) -> None:
     async def run() -> None:
         a = AuditLog(p, fsync=False, wal_rotate_bytes=4096)
         a.open()
-        await a.begin("open", _rec("open"))
+        await a.begin("open", audit_record("open"))
         for i in range(200):
-            await a.begin(f"x{i}", _rec(f"x{i}", system_prompt="s" * 100))
-            await a.end(f"x{i}", _rec(f"x{i}"))
+            await a.begin(f"x{i}", audit_record(f"x{i}", system_prompt="s" * 100))
+            await a.end(f"x{i}", audit_record(f"x{i}"))
         assert Path(str(p) + ".wal").stat().st_size < 8192  # rotated, not grown
         _crash(a)
         b = AuditLog(p, fsync=False)
@@ -116,8 +105,8 @@ def test_two_writers_take_two_slots(tmp_path: Path) -> None:
         a.open()
         b.open()
         assert a.path == p and b.path == tmp_path / "audit.1.jsonl"
-        await a.end("a", _rec("a"))
-        await b.end("b", _rec("b"))
+        await a.end("a", audit_record("a"))
+        await b.end("b", audit_record("b"))
         a.close()
         b.close()
 
@@ -132,7 +121,7 @@ def test_hash_chain_detects_an_edit(tmp_path: Path) -> None:
         a = AuditLog(p, hash_chain=True)
         a.open()
         for i in range(3):
-            await a.end(f"x{i}", _rec(f"x{i}"))
+            await a.end(f"x{i}", audit_record(f"x{i}"))
         a.close()
 
     asyncio.run(run())
@@ -144,7 +133,7 @@ def test_hash_chain_detects_an_edit(tmp_path: Path) -> None:
 
 
 def test_values_the_model_rejects_move_to_attributes() -> None:
-    line = final_line(_rec("x", temperature=50.0, top_p=3, n=0))
+    line = final_line(audit_record("x", temperature=50.0, top_p=3, n=0))
     obj = orjson.loads(line)
     assert "temperature" not in obj and obj["attributes"]["invalid.temperature"] == "50.0"
     assert obj["attributes"]["invalid.top_p"] == "3" and obj["attributes"]["invalid.n"] == "0"

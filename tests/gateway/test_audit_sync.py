@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,10 @@ from distillguard.gateway.app import Gateway
 from distillguard.gateway.audit import AuditLog
 from distillguard.gateway.config import AuditConfig, GatewayConfig, GatewayConfigError, load_gateway_config
 
-from .conftest import ScriptedLimiter, gateway_config, make_store
+from .conftest import ScriptedLimiter, audit_record, gateway_config, make_store
 from .mock_upstream import MockUpstream
 
 SLOW_SYNC_S = 0.4
-
-
-def _rec(xid: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "exchange_id": xid,
-        "ts": datetime(2026, 1, 1, tzinfo=UTC),
-        "account_id": "acct",
-        "model": "m",
-        "messages": [{"role": "user", "content": xid}],
-        "attributes": {},
-        **kw,
-    }
 
 
 def test_sync_modes_and_the_fsync_alias(tmp_path: Path) -> None:
@@ -194,7 +181,7 @@ def test_wal_is_truncated_in_place_without_fsync_when_nothing_is_open(
         a.open()
         monkeypatch.setattr(os, "fsync", counted)
         for i in range(400):  # ~200 KiB of intents: three resets or more
-            rec = _rec(f"x{i}", system_prompt="s" * 400)
+            rec = audit_record(f"x{i}", system_prompt="s" * 400)
             await a.begin(f"x{i}", rec)
             await a.end(f"x{i}", rec)
         monkeypatch.setattr(os, "fsync", real)
@@ -202,7 +189,7 @@ def test_wal_is_truncated_in_place_without_fsync_when_nothing_is_open(
         wal = Path(str(p) + ".wal").read_bytes()
         assert len(wal) < 64 << 10 and orjson.loads(wal.splitlines()[0])["audit_offset"] > 0
         # a crash now, with one exchange open: recovery still finds it, once
-        await a.begin("open", _rec("open"))
+        await a.begin("open", audit_record("open"))
         a._closed = True
         os.close(a._fd)
         os.close(a._wal_fd)
@@ -243,18 +230,18 @@ def test_rotation_with_open_intents_fsyncs_only_for_promised_intents(
     async def run() -> None:
         a = AuditLog(p, sync="per_request", wal_rotate_bytes=8192)
         a.open()
-        await a.begin("open", _rec("open"))
+        await a.begin("open", audit_record("open"))
         if promised:
             await a.sync()  # what a stream does before its first byte with durable_first_byte
         monkeypatch.setattr(os, "fsync", counted)
         for i in range(100):
-            rec = _rec(f"x{i}", system_prompt="s" * 400)
+            rec = audit_record(f"x{i}", system_prompt="s" * 400)
             await a.begin(f"x{i}", rec)
             await a.end(f"x{i}", rec)
         monkeypatch.setattr(os, "fsync", real)
         wal = Path(str(p) + ".wal").read_bytes()
         assert len(wal) < 16384 and b'"open"' in wal  # rotated, the open intent kept
-        await a.end("open", _rec("open"))
+        await a.end("open", audit_record("open"))
         a.close()
 
     asyncio.run(run())
