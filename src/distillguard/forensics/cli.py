@@ -143,11 +143,16 @@ def detect_cmd(
         + (f"; implicated: {', '.join(result['implicated']) or 'none'}" if ring is not None else "")
     )
     if json_out is not None:
-        data = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-        if str(json_out) == "-":
-            sys.stdout.write(data.decode() + "\n")
-        else:
-            json_out.write_bytes(data + b"\n")
+        _write_json(result, json_out)
+
+
+def _write_json(result: dict[str, Any], json_out: Path) -> None:
+    """The result as indented JSON to `json_out` (`-`: standard output)."""
+    data = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    if str(json_out) == "-":
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        json_out.write_bytes(data + b"\n")
 
 
 @forensics_app.command("lexical-detect")
@@ -220,11 +225,7 @@ def lexical_detect_cmd(
         f"pooled p = {pooled.family_p_value:.3g}; implicated: {', '.join(pooled.implicated) or 'none'}"
     )
     if json_out is not None:
-        data = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-        if str(json_out) == "-":
-            sys.stdout.write(data.decode() + "\n")
-        else:
-            json_out.write_bytes(data + b"\n")
+        _write_json(result, json_out)
 
 
 # radioactivity: did a suspect model learn from our watermarked outputs (forensics/suspect.py)
