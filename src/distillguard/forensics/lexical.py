@@ -588,3 +588,49 @@ def substitute(
 
     scan = _Scanner(lex, swap)
     return scan.feed(text) + scan.flush()
+
+
+_ATTACK_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+
+
+def replace_words(
+    text: str,
+    fraction: float,
+    rng: np.random.Generator,
+    vocabulary: Sequence[str],
+    lexicon: Lexicon | None = None,
+) -> str:
+    """A cruder, stronger paraphrase attack: `fraction` of *all* words replaced.
+
+    Each chosen word becomes a synonym when the lexicon has one, otherwise a random word of
+    `vocabulary`. The lexicon covers about 1% of running words, so `substitute` at 50% changes well
+    under 1% of a text; this attack changes the stated share of words, an upper bound on what a
+    synonym paraphrase of that share could do to a token-level mark.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    if not vocabulary:
+        raise ValueError("vocabulary is empty")
+    lex = lexicon if lexicon is not None else default_lexicon()
+    spans = [m.span() for m in _ATTACK_WORD.finditer(text)]
+    k = round(fraction * len(spans))
+    if not k:
+        return text
+    chosen = np.sort(rng.choice(len(spans), size=k, replace=False))
+    out: list[str] = []
+    last = 0
+    for i in chosen.tolist():
+        a, b = spans[i]
+        word = text[a:b]
+        where = lex.index.get(word.lower())
+        if where is not None:
+            members = lex.sets[where[0]]
+            new = members[(where[1] + 1 + int(rng.integers(len(members) - 1))) % len(members)]
+        else:
+            new = vocabulary[int(rng.integers(len(vocabulary)))]
+        if word[:1].isupper():
+            new = new[:1].upper() + new[1:]
+        out += [text[last:a], new]
+        last = b
+    out.append(text[last:])
+    return "".join(out)

@@ -3,13 +3,16 @@
 `RandomLogitsTeacher` is a bigram language model with fixed random logits: cheap enough to produce the
 hundreds of thousands of watermarked tokens a radioactivity test needs in about a second, so the unit
 tests run the real bias -> sample -> train student -> read -> score loop. `hf_generate` does the same
-with a transformers model (SmolLM2 in the benchmark), batched, through `hf.WatermarkLogitsProcessor`.
+with a transformers model (SmolLM2 in the benchmark), batched, through `hf.WatermarkLogitsProcessor`;
+`cached_generate` keeps the answers in a JSONL file, so an interrupted or repeated run resumes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,3 +139,54 @@ def hf_generate(
             new = new[: stop[0]] if stop.size else new
             answers.append(Answer(row[mask.bool()].numpy().astype(np.int64), new))
     return answers
+
+
+def cached_generate(
+    generate: Any,
+    prompts: Sequence[str],
+    cache: Path,
+    *,
+    batch_size: int = 16,
+    order: Sequence[int] | None = None,
+    limit: int | None = None,
+    deadline: float | None = None,
+    log: Any = None,
+) -> dict[int, Answer]:
+    """Answers to `prompts`, read from the JSONL `cache` and completed batch by batch, appending.
+
+    `generate(prompts) -> list[Answer]` answers one batch (e.g. `hf_generate` with its settings fixed).
+    Each answered prompt is one line `{"i", "prompt", "tokens"}` (its index in `prompts`, ids); an
+    interrupted run resumes where it stopped, and a rerun with the same prompts generates nothing.
+    `order` is the order to answer in (e.g. by prompt length, so a batch pads little); generation
+    stops once `limit` prompts are answered, or after the batch that passes `deadline` (a
+    `time.monotonic()` value). Returns {index in prompts: answer} for every answered
+    prompt. The cache must belong to the same prompt list and settings (the caller names the file so).
+    """
+    import orjson
+
+    done: dict[int, Answer] = {}
+    if cache.is_file():
+        for line in cache.read_bytes().splitlines():  # bounded by the file
+            if line.strip():
+                row = orjson.loads(line)
+                done[int(row["i"])] = Answer(
+                    np.asarray(row["prompt"], dtype=np.int64), np.asarray(row["tokens"], dtype=np.int64)
+                )
+    todo = [i for i in (order if order is not None else range(len(prompts))) if i not in done]
+    if limit is not None:
+        todo = todo[: max(0, limit - len(done))]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("ab") as fh:
+        for lo in range(0, len(todo), batch_size):  # bounded: ceil(len(todo) / batch_size) batches
+            idx = todo[lo : lo + batch_size]
+            answers = generate([prompts[i] for i in idx])
+            for i, a in zip(idx, answers, strict=True):
+                done[i] = a
+                row = {"i": i, "prompt": a.prompt.tolist(), "tokens": a.tokens.tolist()}
+                fh.write(orjson.dumps(row) + b"\n")
+            fh.flush()  # a killed run keeps every finished batch
+            if log is not None:
+                log(len(done), len(prompts))
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    return done

@@ -42,10 +42,30 @@ class ForensicTest(BaseModel):
         return self.p_value < self.alpha
 
 
+class RobustnessRow(BaseModel):
+    """Detection of watermarked texts after one attack (synonym substitution, paraphrase, or none)."""
+
+    attack: str = Field(description="e.g. `none`, `synonym substitution 25%`, `paraphrase (SmolLM2)`.")
+    texts: int = Field(ge=0, description="Texts detected after the attack.")
+    median_tokens: float | None = Field(None, ge=0.0)
+    median_p_value: float = Field(ge=0.0, le=1.0)
+    share_below_1e6: float = Field(ge=0.0, le=1.0, description="Share of texts with p < 1e-6.")
+    share_below_1e3: float = Field(ge=0.0, le=1.0, description="Share of texts with p < 1e-3.")
+    share_account_named: float | None = Field(
+        None, ge=0.0, le=1.0, description="Share of texts whose only implicated account is the right one."
+    )
+    share_words_changed: float | None = Field(
+        None, ge=0.0, le=1.0, description="Share of the words the attack changed, where it can be counted."
+    )
+
+
 class ForensicsReport(BaseModel):
     schema_version: Literal[1] = 1
     generated_at: datetime | None = None
     tests: list[ForensicTest] = Field(default_factory=list)
+    robustness: list[RobustnessRow] = Field(
+        default_factory=list, description="Text detection after attacks on the watermarked texts."
+    )
 
     def table(self) -> pa.Table:
         t = self.tests
@@ -99,7 +119,8 @@ def from_evidence(doc: dict[str, Any]) -> ForensicsReport:
         )
         for t in doc.get("tests", [])
     ]
-    return ForensicsReport(tests=tests)
+    robustness = [RobustnessRow.model_validate(r) for r in doc.get("robustness", [])]
+    return ForensicsReport(tests=tests, robustness=robustness)
 
 
 def load_forensics(scan_dir: Path) -> ForensicsReport | None:
