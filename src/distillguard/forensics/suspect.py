@@ -286,7 +286,11 @@ def test_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for evidence.json and evidence.html."),
     texts: Path | None = typer.Option(
-        None, "--texts", help="Open setting: watermarked records (JSONL: tokens or text, + prompt)."
+        None,
+        "--texts",
+        help="Open setting: texts to read through the suspect (JSONL: tokens or text, + prompt). "
+        "In-domain text that does not carry the mark (e.g. the prompts) gives the stronger test; the "
+        "watermarked answers themselves are valid but conservative (their own windows are excluded).",
     ),
     control_model: str | None = typer.Option(
         None, "--control-model", help="Open setting: a model known not to have seen our outputs (a control)."
