@@ -15,7 +15,6 @@ checked against the clock on every request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -30,6 +29,7 @@ from sqlalchemy import DateTime, Engine, ForeignKey, String, Table, Text, func, 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from distillguard.gateway.background import cancel_task
 from distillguard.gateway.errors import GatewayError, unauthorized
 from distillguard.intel.db import Base, make_engine, upgrade, url_of
 
@@ -387,11 +387,8 @@ class KeyCache:
         self._task = asyncio.create_task(self._poll_forever(), name="dg-key-revision-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     def clear(self) -> None:
         self._cache.clear()

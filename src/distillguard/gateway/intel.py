@@ -18,8 +18,6 @@ matches only. Prompt-skeleton (template) indicators are not matched at request t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -27,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from distillguard.gateway.background import Reloader
 from distillguard.gateway.config import IntelGateConfig
 from distillguard.gateway.errors import GatewayError, forbidden
 from distillguard.intel.indicator import IndicatorType
@@ -105,7 +104,7 @@ def build_tables(store: IntelStore, keyring: Keyring | None, at: datetime) -> In
     return t
 
 
-class IntelGate:
+class IntelGate(Reloader):
     """The loaded tables, their background refresh, and the per-request check."""
 
     def __init__(self, cfg: IntelGateConfig, store: IntelStore | None = None) -> None:
@@ -114,8 +113,7 @@ class IntelGate:
         self.keyring = Keyring.load(cfg.keyring) if cfg.keyring else None
         self.tables = IntelTables()
         self._digest_cache: dict[tuple[str, str], dict[int, str]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.refresh_failures = 0
+        super().__init__("intel", cfg.refresh_s, log)
 
     # -- loading ---------------------------------------------------------------------------------------
 
@@ -124,25 +122,8 @@ class IntelGate:
         self.tables = build_tables(self.store, self.keyring, at or datetime.now(UTC))
         return self.tables
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.reload)  # a store that cannot be read fails the startup
-        self._task = asyncio.create_task(self._refresh_loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def close(self) -> None:
         self.store.close()
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.refresh_s)
-            try:
-                await asyncio.to_thread(self.reload)
-            except Exception as e:  # keep serving the last good tables
-                self.refresh_failures += 1
-                log.warning("intel refresh failed", extra={"error": f"{e.__class__.__name__}: {e}"})
 
     # -- matching --------------------------------------------------------------------------------------
 

@@ -20,8 +20,6 @@ An account in several campaigns draws on each of their budgets. The request path
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import orjson
 
+from distillguard.gateway.background import Reloader
 from distillguard.gateway.config import LinksConfig, Quota
 from distillguard.gateway.hooks import Descriptor
 from distillguard.intel.indicator import IndicatorType
@@ -114,7 +113,7 @@ def build_table(cfg: LinksConfig, store: IntelStore | None, at: datetime | None 
     )
 
 
-class LinkGate:
+class LinkGate(Reloader):
     """The current link table, its background refresh, and the per-request `link` descriptors."""
 
     def __init__(self, cfg: LinksConfig, store: IntelStore | None = None) -> None:
@@ -125,35 +124,16 @@ class LinkGate:
             raise LinkError("[links] intel_db needs a keyring: account indicators are keyed digests")
         self.table = LinkTable()
         self._digests: dict[tuple[str, int], str] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.refresh_failures = 0
+        super().__init__("link", cfg.refresh_s, log)
 
     def reload(self) -> LinkTable:
         """Rebuild the table now (blocking) and swap it in whole."""
         self.table = build_table(self.cfg, self.store)
         return self.table
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.reload)  # an unreadable source fails the startup, naming it
-        self._task = asyncio.create_task(self._refresh_loop(), name="distillguard-links")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.refresh_s)
-            try:
-                await asyncio.to_thread(self.reload)
-            except Exception as e:  # keep the last good table: budgets must not vanish on a bad file
-                self.refresh_failures += 1
-                log.warning("link refresh failed", extra={"error": f"{e.__class__.__name__}: {e}"})
 
     def _digest(self, account_id: str, epoch: int) -> str:
         assert self.keyring is not None

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from distillguard.detect.online import OnlineScorer
 from distillguard.exchange import Exchange, validate
+from distillguard.gateway.background import cancel_task
 from distillguard.gateway.config import RiskConfig
 from distillguard.gateway.errors import GatewayError, forbidden
 from distillguard.gateway.risk_state import RiskState, RiskVerdict
@@ -106,11 +107,8 @@ class RiskEngine:
             self._task = asyncio.create_task(self._run(), name="distillguard-risk")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         await self.worker.close()  # after the batch in flight, if any
 
     def observe(self, rec: dict[str, Any]) -> None:
