@@ -58,6 +58,7 @@ class ScoringConfig(BaseModel):
             "open_loop.follow_ups": -3.0,
             "skeleton.narrow_templates": -1.0,
             "shape.model_comparison": -2.0,
+            "shape.deterministic_replay": -2.5,
             "timing.single_session": -1.5,
         }
     )

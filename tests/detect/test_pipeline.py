@@ -138,3 +138,55 @@ def test_missing_log_is_a_clear_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2
     assert "not found" in r.output
+
+
+def _harness_run(builder: LogBuilder, account: str, questions: list[str], runs: int, **kw: object) -> None:
+    """A benchmark run: every question once, a fraction of a second apart, repeated `runs` times a few hours
+    apart; single-turn, step-by-step format and a fixed large output budget, as a GSM8K harness sends."""
+    for r in range(runs):
+        t = T0 + timedelta(hours=1 + 7 * r)
+        for k, q in enumerate(questions):
+            t += timedelta(seconds=0.4)
+            builder.add(
+                account,
+                t,
+                f"{q}\nLet's think step by step.",
+                max_tokens=4096,
+                exchange_id=f"{account}-{r}-{k}",
+                **kw,
+            )
+
+
+def test_deterministic_reruns_explain_away_soft_evidence(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """A harness re-running one benchmark at temperature 0 repeats its requests exactly, which a harvester
+    pays for and learns nothing from: the replay mitigates its sweep-like shape. The same traffic sampled at
+    temperature 0.9, and a temperature sweep that sends each prompt once per temperature, get no mitigation."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 12, ip=f"198.51.100.{i}")
+    qs = corpora["gsm8k"][:150]
+    _harness_run(builder, "harness", qs, 3, temperature=0.0)
+    _harness_run(builder, "sampler", qs, 3, temperature=0.9)
+    # a sweep: each question at temperatures 0.0 and 0.2 (both "deterministic"), never the same one twice
+    for k, q in enumerate(qs * 3):
+        builder.add(
+            "sweep",
+            T0 + timedelta(hours=2, seconds=2 * k),
+            f"{q}\nLet's think step by step.",
+            temperature=(0.0, 0.2, 0.0)[k // len(qs)] if k < 2 * len(qs) else 1.0,
+            max_tokens=4096,
+        )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+
+    def replay(acct: str) -> list[float]:
+        return [e.weight for e in res.evidence[ids.index(acct)] if e.signal == "shape.deterministic_replay"]
+
+    h, s = ids.index("harness"), ids.index("sampler")
+    assert replay("harness") and replay("harness")[0] < 0  # 2 of 3 runs repeat the first: 67% replayed
+    assert not replay("sampler") and not replay("sweep")
+    # the mitigation lowers the harness below the identical traffic that samples new answers
+    assert res.accounts.score[h] < res.accounts.score[s]
+    assert res.levels[h] in ("ok", "watch")

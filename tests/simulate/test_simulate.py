@@ -277,3 +277,26 @@ def test_otlp_format_holds_the_same_exchanges(tmp_path: Path) -> None:
     want = [validate(orjson.loads(x)) for x in native.read_bytes().splitlines()]
     assert [e.exchange_id for e in got] == [e.exchange_id for e in want]
     assert [e.prompt() for e in got[:200]] == [e.prompt() for e in want[:200]]
+
+
+def test_capability_sweeps_do_not_replay_answers_they_have(tmp_path: Path) -> None:
+    """A sweep that has walked its whole dataset rephrases and samples on the next pass: it pays for new
+    answers, never for the same deterministic answer twice (what a benchmark re-run does instead)."""
+    out = tmp_path / "sweep.jsonl"
+    cfg = SimConfig(accounts=60, days=2, seed=5, strategies=("capability_sweep",), attack_fraction=0.2)
+    simulate(cfg, out, workers=1)
+    labels = read_labels(labels_path_for(out))
+    seen: Counter[tuple[str, str, str, float]] = Counter()
+    passes: Counter[str] = Counter()
+    for line in out.read_bytes().splitlines():
+        r = orjson.loads(line)
+        if labels[r["account_id"]]["strategy"] != "capability_sweep" or r.get("status", 200) >= 400:
+            continue
+        prompt = r["messages"][-1]["content"]
+        temp = r.get("temperature")
+        if temp is not None and temp <= 0.3:
+            seen[(r["account_id"], r["model"], prompt, temp)] += 1
+        passes[r["account_id"]] += temp is not None and temp >= 0.8
+    assert seen and max(seen.values()) == 1
+    # and some sweeps did go round again (at 1,000-3,000 requests a day over a 384-question code set)
+    assert sum(1 for v in passes.values() if v) >= 1

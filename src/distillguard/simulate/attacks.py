@@ -492,21 +492,30 @@ class CapabilitySweepKit(Harvest):
                 slot * len(c.gsm8k) // max(1, self.size),
                 slot * len(c.arena_code) // max(1, self.size),
             ]
+            st["start"] = list(st["cur"])
         math = self.domain == "math" or (self.domain == "both" and rnd.random() < 0.5)
+        j, data = (0, c.gsm8k) if math else (1, c.arena_code)
+        item = data[st["cur"][j] % len(data)]
+        # A sweep that has walked its whole dataset does not pay to hear the same answers again: each
+        # further pass rephrases the questions and samples, for new answers (deterministically here, so
+        # a one-pass run draws exactly what it did before).
+        passes = (st["cur"][j] - st["start"][j]) // len(data)
+        st["cur"][j] += 1
         if math:
-            item = c.gsm8k[st["cur"][0] % len(c.gsm8k)]
-            st["cur"][0] += 1
             text = world.bank.gsm8k(rnd, item, 0 if rnd.random() < 0.5 else 2)
         else:
-            item = c.arena_code[st["cur"][1] % len(c.arena_code)]
-            st["cur"][1] += 1
             text = world.bank.code(rnd, item.text, item.topic, 250 + int(rnd.random() * 500))[0]
         model = acct.model(world, ts, rnd, self.model)
+        fmt = _pick(rnd, self.formats)
+        temperature = self.temperature
+        if passes:
+            fmt = SWEEP_FORMATS[(SWEEP_FORMATS.index(fmt) + passes) % len(SWEEP_FORMATS)]
+            temperature = max(temperature or 0.0, 0.8)
         return {
             "model": model,
             "system_prompt": self.system,
-            "messages": [{"role": "user", "content": _pick(rnd, self.formats).replace("{q}", item.text)}],
-            "temperature": self.temperature,
+            "messages": [{"role": "user", "content": fmt.replace("{q}", item.text)}],
+            "temperature": temperature,
             "max_tokens": MODELS[model].max_tokens,
             "response_text": text,
         }

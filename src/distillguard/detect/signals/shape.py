@@ -1,6 +1,7 @@
 """Request shape: what a harvester asks for per call. Always-maximal output tokens, n>1, the same prompt
 sampled many times at non-zero temperature, temperature sweeps, log-probabilities; and, mitigating,
-the same prompts put to several models, which is what evaluation harnesses do."""
+the same prompts put to several models, and the same prompts replayed deterministically, which is what
+evaluation harnesses do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import numpy as np
 from distillguard.detect.signals.base import Columns, Finding, example_ids, ramp, register, safe_div, support
 
 HIGH_MAX_TOKENS = 2000  # below this a fixed max_tokens is an ordinary app setting, not "give me everything"
+# At or below this temperature a model's answer to the same prompt is (nearly) the same answer again:
+# a harvester pays for it and learns nothing new; a benchmark re-run or a regression suite wants exactly it.
+DETERMINISTIC_TEMPERATURE = 0.3
 
 
 @register
@@ -27,6 +31,9 @@ class RequestShape:
         "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
+        # Answered requests only: retrying a refused or failed call is not a re-run.
+        "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE} AND coalesce(n, 1) = 1 "
+        "AND coalesce(status, 200) < 400 THEN concat(pkey, '|', model, '|', CAST(temperature AS STRING)) END",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
@@ -42,6 +49,8 @@ class RequestShape:
         "out_tokens_avg": "avg(out_tokens)",
         "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
         "prompt_models": "count(DISTINCT pm_key)",
+        "det_n": "count(det_key)",
+        "det_distinct": "count(DISTINCT det_key)",
     }
 
     def evaluate(self, cols: Columns) -> list[Finding]:
@@ -62,6 +71,12 @@ class RequestShape:
         compared = np.clip(
             safe_div(np.asarray(cols["prompt_models"], dtype=np.float64) - distinct, distinct), 0, 1
         )
+        # Deterministic requests that repeat an earlier one exactly (same prompt, model and temperature): a
+        # benchmark re-run repeats all of them (0.5 at the second run); a harvester drawing from a finite
+        # pool of questions repeats some by chance, so the ramp starts above what chance gives a pool
+        # about as large as the account's traffic.
+        det_n = np.asarray(cols["det_n"], dtype=np.float64)
+        replayed = np.where(det_n > 0, 1.0 - safe_div(cols["det_distinct"], det_n), 0.0)
         return [
             Finding(
                 "shape.max_tokens",
@@ -91,6 +106,17 @@ class RequestShape:
                 ramp(compared, 0.1, 0.3) * support(distinct, 50),
                 0.3,
                 "{value:.0%} of its distinct prompts were also put to another model (an evaluation harness)",
+                mitigating=True,
+            ),
+            Finding(
+                "shape.deterministic_replay",
+                replayed,
+                # Share measured over the deterministic requests: a handful of retries is not a re-run.
+                ramp(replayed, 0.4, 0.8) * support(det_n, 100),
+                0.8,
+                "{value:.0%} of its temperature-0 requests repeat an earlier one exactly (same prompt, model "
+                "and temperature): re-runs that return answers it already has, as benchmark and regression "
+                "runs do",
                 mitigating=True,
             ),
             Finding(
