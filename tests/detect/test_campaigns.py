@@ -98,3 +98,69 @@ def test_word_pairs_do_not_depend_on_the_batch() -> None:
         _, h1 = _word_pairs(pa.array([t]))
         assert set(h[d == i].tolist()) == set(h1.tolist())
     assert len(set(h[d == 0].tolist())) == 5 and not (d == 2).any()
+
+
+META = (
+    "Come up with {n} diverse task instructions for training a language model, each with an input and an "
+    "ideal output. Here are examples:\n{ex}",
+    "Please brainstorm {n} varied tasks an AI assistant could be asked to do, with an example input and a "
+    "model answer for each, numbered like these:\n{ex}",
+    "Generate {n} new task instructions that differ from the ones below; give each an input (or <noinput>) "
+    "and an output.\n{ex}",
+)
+
+
+def test_small_accounts_that_send_one_recipe_over_shared_proxies_are_one_campaign(
+    corpora, tmp_path: Path
+) -> None:
+    """A hydra of small accounts answering varied instructions, each sending the Self-Instruct recipe's
+    meta-prompt now and then, behind one proxy network: their templates barely overlap (a few meta-prompts
+    among different questions), but the recipe they share, with the network, links them into one campaign
+    whose members inherit its score. Users of the same network who asked for a list of questions once are
+    not linked by it."""
+    rng = random.Random(11)
+    b = LogBuilder(seed=5)
+    ops = [f"hydra{j:03d}" for j in range(60)]
+    for acc in ops:
+        t = T0 + timedelta(hours=rng.random() * 6)
+        for k in range(24):
+            t += timedelta(seconds=rng.uniform(300, 1800))
+            if k % 8 == 3:
+                ex = "\n".join(f"{i + 1}. {rng.choice(corpora['arena'])[:80]}" for i in range(3))
+                prompt = rng.choice(META).format(n=rng.choice([10, 20, 25]), ex=ex)
+            else:
+                prompt = rng.choice(corpora["arena"] + corpora["gsm8k"])
+            b.add(
+                acc,
+                t,
+                prompt,
+                client_ip=f"203.0.{rng.randrange(100, 200)}.{rng.randrange(1, 250)}",
+                asn=64500,
+                user_agent="python-requests/2.32.3",
+                temperature=0.7,
+                max_tokens=1024,
+            )
+    users = [f"user{i:02d}" for i in range(20)]
+    for i, acc in enumerate(users):
+        b.chat_user(acc, corpora["arena"], 20, ip=f"203.0.{50 + i}.7")
+        if i % 2 == 0:  # one request for a list of questions: not a recipe
+            b.add(acc, T0 + timedelta(hours=9), "Generate 10 quiz questions about the solar system.")
+    for row in b.rows:
+        if row["account_id"].startswith("user"):
+            row.update(asn=64500, user_agent="python-requests/2.32.3")
+    log = b.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
+    oi = np.array([pos[a] for a in ops])
+    ui = np.array([pos[a] for a in users])
+    lab = res.campaigns.label
+    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
+    c = int(lab[oi[0]])
+    assert res.campaigns.links[c].get("recipe", 0) > 0
+    assert res.campaigns.links[c].get("template", 0) == 0 and res.campaigns.links[c].get("frame", 0) == 0
+    assert res.campaigns.job_linked[oi].all()
+    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged.mean() >= 0.9
+    # the users share the network but not the recipe: never job-linked, never above watch
+    assert not res.campaigns.job_linked[ui].any()
+    assert all(res.levels[i] in ("ok", "watch") for i in ui)

@@ -7,6 +7,7 @@ error at setup, naming what is missing): a CI image that lost its Spark must not
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -235,12 +236,13 @@ def _write_log(path: Path) -> int:
         prompt = "Why do we add the pens and the pencils?" if hist else q + " Explain step by step."
         b.add("tutor", t, prompt, history=hist, client_ip="198.51.100.200", max_tokens=600, temperature=0.3)
     # An evaluation harness, the day after a release: the same rubric-grading prompts to the old and
-    # the new model at temperature 0 (a weak fingerprint on its own; model comparison mitigates).
-    for k in range(60):
+    # the new model at temperature 0 (a weak fingerprint on its own; model comparison mitigates), run
+    # twice (the re-run repeats every request: deterministic replay mitigates too).
+    for k, run in itertools.product(range(60), range(2)):
         for m, model in enumerate(("acme-large-2", "acme-large-3")):
             b.add(
                 "evalco",
-                NEW_MODEL_AT + timedelta(hours=20, seconds=45 * k + m),
+                NEW_MODEL_AT + timedelta(hours=20, seconds=3000 * run + 45 * k + m),
                 f"Act as an impartial judge and rate the response on a scale of 1 to 10: answer {k}. "
                 "Output [[rating]].",
                 client_ip="198.51.100.201",

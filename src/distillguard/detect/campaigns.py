@@ -15,18 +15,22 @@ Accounts are linked through kinds of shared evidence, each a bipartite account x
               question, a document) leaves whole prompts too different to cluster, but the frame is
               what the operation repeats; tested only on pairs that share infrastructure
   system      the same system prompt (40+ characters)
+  recipe      the same published generation recipe (a hard generator fingerprint: Self-Instruct, Evol-
+              Instruct, Orca, trace coercion) in at least `RECIPE_MIN_SHARE` of each account's traffic
+              (`RECIPE_MIN_HITS`+ prompts). A hydra's small accounts send too few prompts for their
+              templates to overlap, but each sends the recipe's meta-prompt now and then
   payment     the same payment fingerprint, shared by at most `RARE_KEY_ACCOUNTS` accounts
   synchrony   activity in the same 10-minute buckets (cosine of bucket counts >= SYNC_MIN)
   topics      the same topic mix (cosine of topic counts >= TOPIC_MIN)
 Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua, device), content
-(template, frame, system), identity (payment; counts twice), timing (synchrony) and topics (half a link).
+(template, frame, system, recipe), identity (payment; counts twice), timing (synchrony) and topics (half a link).
 Two accounts are linked when the groups they share add up to `min_link_types` *and* include
 infrastructure (network or identity): customers of the same SaaS vendor share content and timing but
 not machines, and an operation shares machines. Timing and topics are computed only for pairs that
 already share something else. Campaigns are the connected components with two or more accounts.
 
-`Campaigns.job_linked` marks the members linked to another member by a shared prompt template or frame
-*and* infrastructure: their own traffic is the campaign's job, so the campaign's pooled score is their
+`Campaigns.job_linked` marks the members linked to another member by a shared prompt template, frame or
+recipe *and* infrastructure: their own traffic is the campaign's job, so the campaign's pooled score is their
 own evidence measured over more exchanges (see `scan.campaign_inherit_floor` and docs/scoring.md).
 """
 
@@ -83,6 +87,7 @@ KIND_GROUP = {
     "template": "content",
     "frame": "content",
     "system": "content",
+    "recipe": "content",
     "payment": "identity",
     "synchrony": "timing",
     "topics": "topics",
@@ -97,7 +102,11 @@ FRAME_SHARE = 0.5
 FRAME_MIN = 12
 FRAME_MIN_ROWS = 3
 FRAME_OVERLAP = 0.5
-JOB_KINDS = ("template", "frame")  # the kinds that say two accounts run the same prompt job
+JOB_KINDS = ("template", "frame", "recipe")  # the kinds that say two accounts run the same prompt job
+# An account runs a recipe when its fingerprint matches at least this share of its exchanges, this often:
+# one match may be a user asking for quiz questions; a recipe recurs.
+RECIPE_MIN_SHARE = 0.05
+RECIPE_MIN_HITS = 2
 
 
 @dataclass
@@ -262,6 +271,21 @@ def _frame_links(tpl: Templates, idx: dict[str, int], n: int, cand: csr_matrix) 
     return csr_matrix((np.ones(2 * len(rr)), (np.r_[rr, kk], np.r_[kk, rr])), shape=(n, n))
 
 
+def _recipe_links(
+    recipes: np.ndarray | None, volume: np.ndarray | None, n: int, max_accounts: int
+) -> csr_matrix | None:
+    """Account pairs that both run one recipe (RECIPE_MIN_HITS+ matches, RECIPE_MIN_SHARE of their traffic).
+    A recipe may span a whole hydra, as a template may; the link still needs shared infrastructure."""
+    if recipes is None or volume is None or not recipes.size:
+        return None
+    hits = np.asarray(recipes, dtype=np.float64).reshape(n, -1)
+    vol = np.maximum(np.asarray(volume, dtype=np.float64), 1.0)[:, None]
+    runs = (hits >= RECIPE_MIN_HITS) & (hits >= RECIPE_MIN_SHARE * vol)
+    a, r = np.nonzero(runs)
+    m = _relation(a, r.astype(np.int64).astype(object), n, max_accounts)
+    return None if m is None else (m @ m.T).tocsr()
+
+
 def _cosine_pairs(m: csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Cosine similarity of the given row pairs of a non-negative matrix."""
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
@@ -323,7 +347,10 @@ def link(
     min_link_types: int = 2,
     topics: np.ndarray | None = None,
     volume: np.ndarray | None = None,
+    recipes: np.ndarray | None = None,
 ) -> Campaigns:
+    """Link `accounts` into campaigns. `recipes` (accounts x recipes) holds each account's matches of the
+    hard generator fingerprints; `topics` its topic counts; `volume` its exchanges."""
     n = len(accounts)
     idx = {a: i for i, a in enumerate(accounts)}
     infra: pa.Table = engine.query(INFRA_SQL)
@@ -337,6 +364,8 @@ def link(
         if kind == "template":
             # Templates may span a whole hydra; the overlap test, not a cap, keeps popular prompts out.
             shared = _template_links(tpl, idx, n, max_key_accounts * 10)
+        elif kind == "recipe":
+            shared = _recipe_links(recipes, volume, n, max_key_accounts * 10)
         else:
             sel = (kinds == kind) & (acc >= 0)
             cap = RARE_KEY_ACCOUNTS if kind in ("device", "payment") else max_key_accounts

@@ -92,6 +92,15 @@ def score_accounts(
     return Scored(ids=ids, cols=cols, findings=findings, score=score, contrib=contrib)
 
 
+def _recipe_hits(cols: dict[str, np.ndarray], cfg: Config) -> np.ndarray | None:
+    """Per account, the matches of each hard generator fingerprint (the recipes campaigns link on)."""
+    names = [h.split(".", 1)[1] for h in cfg.scoring.hard if h.startswith("fingerprint.")]
+    have = [
+        np.nan_to_num(np.asarray(cols[f"fp_{k}_n"], dtype=np.float64)) for k in names if f"fp_{k}_n" in cols
+    ]
+    return np.stack(have, axis=1) if have else None
+
+
 def _aligned(t: pa.Table, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Columns of a per-account table, aligned to `ids` (NaN where an account has no row)."""
     pos = {a: i for i, a in enumerate(t.column("account_id").to_pylist())}
@@ -168,6 +177,7 @@ def score_exchanges(
         cfg.scan.campaign_min_link_types,
         topics=topics,
         volume=acc.cols["n_exchanges"],
+        recipes=_recipe_hits(acc.cols, cfg),
     )
     tm["campaigns"] = time.perf_counter() - t0
 

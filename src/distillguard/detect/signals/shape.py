@@ -32,7 +32,9 @@ class RequestShape:
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
         # Answered requests only: retrying a refused or failed call is not a re-run.
-        "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE} AND coalesce(n, 1) = 1 "
+        # (with a little slack: a float32 temperature column holds 0.3 as 0.30000001, and engines differ
+        # in which width they compare at)
+        "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE + 1e-6} AND coalesce(n, 1) = 1 "
         "AND coalesce(status, 200) < 400 THEN concat(pkey, '|', model, '|', CAST(temperature AS STRING)) END",
     }
     extra_sql: ClassVar[str | None] = None
