@@ -663,6 +663,18 @@ def _summarise(runs: list[dict[str, Any]], names: list[str], scale: list[str]) -
         out["litellm_vs_gateway_cpu"] = round(cpu["litellm"] / cpu["gateway"], 1)
     if "gateway_2w" in rps:
         out["two_worker_scaling"] = round(rps["gateway_2w"] / rps["gateway"], 2)
+        # Where the throughput ratio stops: the cores the gateway's processes used (workers, the risk
+        # child, the audit thread) out of the machine's, the rest going to the load generator and the
+        # mock; and the requests each gateway core served, two workers against one.
+        cpu = out["cpu_us_per_request"]
+        cores = {n: rps[n] * cpu[n] / 1e6 for n in ("gateway", "gateway_2w")}
+        out["gateway_cores"] = {n: round(c, 2) for n, c in cores.items()}
+        out["machine_cores"] = os.cpu_count()
+        out["two_worker_per_core_efficiency"] = round(
+            (rps["gateway_2w"] / max(cores["gateway_2w"], 1e-9))
+            / (rps["gateway"] / max(cores["gateway"], 1e-9)),
+            2,
+        )
     return out
 
 
@@ -707,6 +719,12 @@ def _print_table(s: dict[str, Any], clients: int) -> None:
         if "two_worker_scaling" in s:
             bars.append(
                 (f"two workers scale ({s['two_worker_scaling']}x one worker)", s["two_worker_scaling"] >= 1.3)
+            )
+            gc = s["gateway_cores"]
+            print(
+                f"\ngateway processes used {gc['gateway']} cores with one worker, {gc['gateway_2w']} with two, of "
+                f"{s['machine_cores']} on the machine (the rest: load generator, mock, system); requests per "
+                f"gateway core with two workers: {s['two_worker_per_core_efficiency']:.0%} of one worker's"
             )
         print()
         for what, ok in bars:
