@@ -190,3 +190,33 @@ def test_deterministic_reruns_explain_away_soft_evidence(
     # the mitigation lowers the harness below the identical traffic that samples new answers
     assert res.accounts.score[h] < res.accounts.score[s]
     assert res.levels[h] in ("ok", "watch")
+
+
+def test_requests_offering_tools_count_as_the_tool_use_capability(
+    builder: LogBuilder, tmp_path: Path
+) -> None:
+    """A function-calling harvest asks about weather, travel and shopping, topics no keyword makes a
+    capability; the tools it offers with every request do. The same questions without tools do not."""
+    cities = ["Paris", "Lima", "Osaka", "Accra", "Oslo", "Quito", "Perth", "Cairo", "Hanoi", "Dakar"]
+    asks = [
+        "What will the weather be in {c} on day {k}?",
+        "Book a table for {k} people in {c} tonight.",
+        "Find me a flight to {c} that leaves after {k} pm.",
+        "Order {k} bags of coffee to my address in {c}.",
+    ]
+    for acct, tools in (("toolfarm", 4), ("plain", 0)):
+        for k in range(600):
+            builder.add(
+                acct,
+                T0 + timedelta(seconds=40 * k),
+                asks[k % len(asks)].format(c=cities[k % len(cities)], k=k),
+                n_tools=tools + k % 3 if tools else 0,
+                max_tokens=1024,
+                temperature=0.7,
+            )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    focus = {f.name: f for f in res.accounts.findings}["coverage.capability_focus"]
+    assert focus.value[ids.index("toolfarm")] == 1.0 and focus.strength[ids.index("toolfarm")] > 0.5
+    assert focus.value[ids.index("plain")] == 0.0 and focus.strength[ids.index("plain")] == 0.0

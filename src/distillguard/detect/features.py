@@ -46,7 +46,7 @@ BASE_COLUMNS = (
     """
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
     e.logprobs, e.top_logprobs, e.completion_tokens, e.reasoning_effort, e.reasoning_tokens,
-    e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt,
+    e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt, e.n_tools,
     {hash(coalesce(e.prompt, ''))} AS pkey,"""
     f"""
     {CLIENT_KEY_SQL} AS ckey,"""

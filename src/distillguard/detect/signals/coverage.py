@@ -3,7 +3,9 @@
 Each prompt gets one topic from a small keyword taxonomy (first match wins, in the order below). A
 distiller either concentrates volume on the capabilities worth copying (maths, code, reasoning, tool
 use) or sweeps the whole taxonomy evenly; both need many *distinct* prompts, which is what the findings
-are scaled by.
+are scaled by. Tool use is read from the request, not the words: a request that offers the model tools
+asks for the capability whatever its topic (a harvest of function-calling trajectories reads like
+weather, travel and shopping questions).
 """
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ class Coverage:
         # The topic shows in the first part of a prompt; reading 1,500 characters bounds the cost.
         + " ".join(f"WHEN {{rx(left(ptxt, 1500), {sql_str(pat)})}} THEN '{k}'" for k, pat in TOPICS.items())
         + " ELSE 'other' END",
+        "tooled": "CASE WHEN coalesce(n_tools, 0) > 0 THEN 1 ELSE 0 END",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
         **{f"topic_{k}": f"sum(CASE WHEN topic = '{k}' THEN 1 ELSE 0 END)" for k in [*TOPICS, "other"]},
         "distinct_prompts": "count(DISTINCT pkey)",
+        "capability_n": "sum(CASE WHEN topic IN ("
+        + ", ".join(f"'{c}'" for c in CAPABILITIES)
+        + ") OR tooled = 1 THEN 1 ELSE 0 END)",
     }
 
     def evaluate(self, cols: Columns) -> list[Finding]:
@@ -53,7 +59,7 @@ class Coverage:
         p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ent = -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1) / np.log(counts.shape[1])
-        cap = safe_div(counts[:, [list(TOPICS).index(c) for c in CAPABILITIES]].sum(axis=1), n)
+        cap = safe_div(cols["capability_n"], n)
         distinct = np.asarray(cols["distinct_prompts"], dtype=np.float64)
         # Scale by distinct prompts: a handful of maths questions is a person; thousands is a sweep.
         vol = ramp(np.log10(np.maximum(distinct, 1.0)), 2.0, 3.0)
@@ -63,7 +69,7 @@ class Coverage:
                 cap,
                 ramp(cap, 0.5, 0.85) * vol,
                 0.85,
-                "{value:.0%} of prompts target maths, code or reasoning",
+                "{value:.0%} of prompts target maths, code, reasoning or tool use",
             ),
             Finding(
                 "coverage.breadth",
