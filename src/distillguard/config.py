@@ -56,6 +56,7 @@ class ScoringConfig(BaseModel):
             "campaign.coordination": 1.5,
             # mitigating evidence (negative)
             "open_loop.follow_ups": -3.0,
+            "open_loop.grades_own_answers": -3.0,
             "skeleton.narrow_templates": -1.0,
             "shape.model_comparison": -2.0,
             "shape.deterministic_replay": -2.5,

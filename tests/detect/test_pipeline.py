@@ -220,3 +220,48 @@ def test_requests_offering_tools_count_as_the_tool_use_capability(
     focus = {f.name: f for f in res.accounts.findings}["coverage.capability_focus"]
     assert focus.value[ids.index("toolfarm")] == 1.0 and focus.strength[ids.index("toolfarm")] > 0.5
     assert focus.value[ids.index("plain")] == 0.0 and focus.strength[ids.index("plain")] == 0.0
+
+
+JUDGE = (
+    "Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant "
+    "to the user question displayed below. Rate the response on a scale of 1 to 10 by strictly following "
+    'this format: "[[rating]]".\n\n[Question]\n{q}\n\n[The Start of Assistant\'s Answer]\n{a}\n'
+    "[The End of Assistant's Answer]"
+)
+
+
+def test_grading_its_own_answers_is_evaluation_not_harvest(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """An evaluation harness grades the answers it got from the API; a judge harvest grades answers from
+    elsewhere. Same prompts, same shape: only the harness's grading is explained away."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 12, ip=f"198.51.100.{i}")
+    qs = corpora["arena"][:200]
+    for acct in ("harness", "harvest"):
+        t = T0 + timedelta(hours=2)
+        for k, q in enumerate(qs):
+            t += timedelta(seconds=3)
+            first = f"Here is how I would approach question {k} of this set, {acct}, in a few steps."
+            ans = f"{first}\nFirst, consider what is being asked.\nThen weigh the options."
+            if acct == "harness":
+                builder.add(acct, t, q, temperature=0.0, max_tokens=2048, response=ans)
+            else:  # graded answers from its own student model: never an answer this API gave it
+                ans = f"A student model's answer {k} to the question, written elsewhere.\n{ans}"
+            builder.add(
+                acct,
+                t + timedelta(hours=1),
+                JUDGE.format(q=q, a=ans),
+                temperature=0.0,
+                max_tokens=2048,
+                response="The answer is clear and correct. Rating: [[8]]",
+            )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    own = {f.name: f for f in res.accounts.findings}["open_loop.grades_own_answers"]
+    h, v = ids.index("harness"), ids.index("harvest")
+    assert own.value[h] == 1.0 and own.strength[h] == 1.0
+    assert own.value[v] == 0.0 and own.strength[v] == 0.0
+    assert any(e.signal == "open_loop.grades_own_answers" and e.weight < 0 for e in res.evidence[h])
+    assert res.final_score[h] < res.final_score[v]

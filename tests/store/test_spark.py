@@ -251,6 +251,19 @@ def _write_log(path: Path) -> int:
                 max_tokens=256,
                 completion_tokens=30,
             )
+    # A harness with a judge: benchmark questions, then grading prompts that quote the answers it got.
+    for k in range(30):
+        t = NEW_MODEL_AT + timedelta(hours=30, seconds=20 * k)
+        answer = f"Answer {k}: the total follows from adding the two parts, as worked out below.\nStep one..."
+        b.add("judgeco", t, f"Question {k}: what is {k} plus {2 * k}?", temperature=0.0, response=answer)
+        b.add(
+            "judgeco",
+            t + timedelta(hours=1),
+            f"Please act as an impartial judge and rate the response on a scale of 1 to 10.\n[Question]\n"
+            f"Question {k}\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]",
+            temperature=0.0,
+            max_tokens=2048,
+        )
     # A back-office job: one narrow template, short answers, round the clock.
     for k in range(150):
         t = T0 + timedelta(seconds=k * DAYS * 86400 / 150)

@@ -148,7 +148,11 @@ def materialize_rows(
     firsts = np.asarray(models.column("first_t").to_numpy(zero_copy_only=False), dtype=np.float64)
     new = firsts[firsts >= float(t0) + NEW_AFTER_H * 3600]
     new_model_t = float(new.min()) if len(new) else None
+    sigs = list(sigs)
     engine.materialize(name, rows_sql(sigs, float(t0), new_model_t, source))
+    for s in sigs:
+        for table, sql in getattr(s, "tables", {}).items():
+            engine.materialize(table, sql.replace("{rows}", name))
     return name
 
 

@@ -199,7 +199,9 @@ def score_exchanges(
         # materialised rows relabelled with campaign ids (no text is read again).
         row_cols = engine.query("SELECT * FROM dg_rows LIMIT 0").column_names
         engine.create_view("campaign_rows", _relabel_sql("dg_rows", row_cols))
-        engine.create_view("campaign_exchanges", _relabel_sql("exchanges", ["account_id", "ts"]))
+        engine.create_view(
+            "campaign_exchanges", _relabel_sql("exchanges", ["account_id", "ts", "exchange_id"])
+        )
         n_acc = np.array([len(m) for m in camp.members], dtype=np.float64)
         per_day = acc.cols["n_exchanges"] / np.maximum(acc.cols["days_active"], 1.0)
         tok_day = acc.cols["out_tokens_sum"] / np.maximum(acc.cols["days_active"], 1.0)

@@ -154,7 +154,7 @@ def score_slices(
         "slice_rows",
         f"SELECT {cols} FROM {rows} e JOIN slice_map m ON e.account_id = m.account_id AND e.ckey = m.ckey",
     )
-    engine.create_view("slice_exchanges", "SELECT account_id, ts FROM slice_rows")
+    engine.create_view("slice_exchanges", "SELECT account_id, ts, exchange_id FROM slice_rows")
     if peers is None:
         days = np.maximum(acc.cols["days_active"], 1.0)
         peers = {

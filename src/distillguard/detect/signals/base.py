@@ -42,7 +42,9 @@ class Signal(Protocol):
     # alias -> SQL aggregate over the rows of one account (may use row_columns aliases)
     account_columns: ClassVar[dict[str, str]]
     # Optional query (over `{source}`) returning `account_id` and more per-account columns, for
-    # aggregates that need their own GROUP BY (e.g. per-day counts); merged by account id.
+    # aggregates that need their own GROUP BY (e.g. per-day counts); merged by account id. A signal may
+    # also define `tables` (name -> SQL over `exchanges` and the row table `{rows}`): tables computed
+    # once per scan, after the row columns, for its `extra_sql` to read whatever the grouping.
     extra_sql: ClassVar[str | None]
 
     def evaluate(self, cols: Columns) -> list[Finding]: ...
