@@ -49,7 +49,7 @@ class PublishError(ValueError):
     pass
 
 
-def _stable_id(kind: str, *parts: str) -> str:
+def stable_id(kind: str, *parts: str) -> str:
     """Ids that do not change when the same scan is published twice (re-publishing updates, not adds)."""
     return f"{kind}--{uuid.uuid5(uuid.NAMESPACE_URL, 'distillguard:' + '|'.join(parts))}"
 
@@ -193,7 +193,7 @@ def _campaign_records(
     # The shared id is derived from the keyed digest of our campaign id: stable across re-publishing,
     # meaningless to anyone else.
     cdig = keyring.digest(IndicatorType.CAMPAIGN, f"{org.id}/{cid_local}")
-    camp_id = _stable_id("campaign", cdig)
+    camp_id = stable_id("campaign", cdig)
     score = float(c["score"])
     n_acc = int(c["n_accounts"])
     first, last = con.execute(
@@ -222,7 +222,7 @@ def _campaign_records(
     ) -> None:
         inds.append(
             Indicator(
-                id=_stable_id("indicator", camp_id, kind.value, value),
+                id=stable_id("indicator", camp_id, kind.value, value),
                 type=kind,
                 value=value,
                 confidence=round(min(max(conf, 0.0), 100.0)),

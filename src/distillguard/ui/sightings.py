@@ -26,12 +26,12 @@ from distillguard.intel.indicator import (
     SightingKind,
 )
 from distillguard.intel.privacy import Keyring
-from distillguard.intel.publish import _stable_id
+from distillguard.intel.publish import stable_id
 from distillguard.ui.decisions import DecisionRecord
 
 
 def review_indicator_id(digest: str) -> str:
-    return _stable_id("indicator", "review", IndicatorType.ACCOUNT.value, digest)
+    return stable_id("indicator", "review", IndicatorType.ACCOUNT.value, digest)
 
 
 def decision_records(
@@ -85,7 +85,7 @@ def decision_records(
         for target in dict.fromkeys([ind_id, *known.get(digest, [])]):
             recs.sightings.append(
                 Sighting(
-                    id=_stable_id("sighting", target, org.id, kind.value),
+                    id=stable_id("sighting", target, org.id, kind.value),
                     indicator_id=target,
                     kind=kind,
                     first_seen=d.at,
