@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 import uvicorn
 
+from distillguard.gateway.body import receive_body
+
 MODELS = [
     "gpt-4o",
     "gpt-4o-mini",
@@ -56,12 +58,7 @@ class MockUpstream:
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MODELS]
             await _json(send, 200, {"object": "list", "data": data})
             return
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        raw = await receive_body(receive, 1 << 40)  # any size: the gateway bounds bodies, a mock does not
         body = orjson.loads(raw)
         model = body.get("model", "")
         self.received.append((path, _last_user(path, body)))

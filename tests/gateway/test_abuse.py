@@ -33,6 +33,7 @@ from schemathesis.checks import (
 )
 
 from distillguard.gateway.app import Gateway
+from distillguard.gateway.body import receive_body
 from distillguard.gateway.config import AdminConfig
 from distillguard.gateway.openapi import openapi_document
 from distillguard.gateway.protocols import GuardedH11Protocol, GuardedHttpToolsProtocol
@@ -62,12 +63,7 @@ class EchoUpstream:
             await send({"type": "lifespan.shutdown.complete"})
             return
         self.seen.append((scope["raw_path"], list(scope["headers"])))
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        raw = await receive_body(receive, 1 << 40)  # any size: the gateway bounds bodies, a mock does not
         if scope["method"] == "GET":
             if scope["path"] == "/v1/models":
                 obj: Any = {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}

@@ -20,6 +20,7 @@ from distillguard.forensics.keys import KeyRing, ProviderSecret
 from distillguard.forensics.lexical import attribute_lexical
 from distillguard.forensics.vllm import KeyResolver, WatermarkArg
 from distillguard.gateway.app import Gateway
+from distillguard.gateway.body import receive_body
 from distillguard.gateway.config import GatewayConfig, WatermarkConfig
 from distillguard.gateway.watermark import LexicalMarker, WatermarkHook
 
@@ -59,12 +60,7 @@ class WatermarkUpstream(MockUpstream):
             await super().__call__(scope, receive, send)
             return
         self.headers.append(dict(scope["headers"]))
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        raw = await receive_body(receive, 1 << 40)  # any size: the gateway bounds bodies, a mock does not
         body = orjson.loads(raw)
         if body.get("model") != "mock-long":
             sent = False

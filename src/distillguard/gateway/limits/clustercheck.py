@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import orjson
 
+from distillguard.gateway.body import receive_body
 from distillguard.gateway.limits.model import WINDOWS_MS
 
 MODEL = "mock-mini"
@@ -86,12 +87,7 @@ class CountingUpstream:
             stats = {"served": self.served}
             await _send_json(send, 200, orjson.dumps(stats))
             return
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        raw = await receive_body(receive, 1 << 40)  # any size: the gateway bounds bodies, a mock does not
         body = orjson.loads(raw)
         prompt, completion = usage_for(raw, body)
         msgs = body.get("messages") or [{}]
