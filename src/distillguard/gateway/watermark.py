@@ -27,30 +27,19 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from distillguard.gateway.config import WatermarkConfig
 
 if TYPE_CHECKING:
     from distillguard.forensics.keys import ProviderSecret, WatermarkKey
+    from distillguard.forensics.lexical import TextStreamer, TextWatermark
 
 __all__ = ["LexicalMarker", "WatermarkHook", "WatermarkPlan"]
 
 _CACHE = 4096  # accounts whose lexical watermarker is kept built
 _CHUNK_KEYS: tuple[str, ...] = ("id", "object", "created", "model")
-
-
-class _Streamer(Protocol):
-    def feed(self, delta: str) -> str: ...
-
-    def flush(self) -> str: ...
-
-
-class _Lexical(Protocol):
-    def apply(self, text: str) -> str: ...
-
-    def streamer(self) -> _Streamer: ...
 
 
 @dataclass(slots=True)
@@ -67,8 +56,8 @@ class LexicalMarker:
     """Marks one response: a JSON body at once, or a stream's events with one streamer per text part."""
 
     endpoint: str
-    wm: _Lexical
-    streams: dict[Hashable, _Streamer] = field(default_factory=dict)
+    wm: TextWatermark
+    streams: dict[Hashable, TextStreamer] = field(default_factory=dict)
     done: set[Hashable] = field(default_factory=set)
     emitted: dict[Hashable, str] = field(default_factory=dict)  # Responses: marked text per (item, part)
     last: dict[str, Any] = field(default_factory=dict)  # the last chunk (its id, object, created, model)
@@ -111,7 +100,7 @@ class LexicalMarker:
         return changed
 
     # -- SSE events ---------------------------------------------------------------------------------
-    def _stream(self, key: Hashable) -> _Streamer:
+    def _stream(self, key: Hashable) -> TextStreamer:
         s = self.streams.get(key)
         if s is None:
             s = self.streams[key] = self.wm.streamer()
@@ -238,7 +227,7 @@ class WatermarkHook:
         self.routes = frozenset(cfg.routes)
         self._period_s = cfg.rotation_days * 86400.0 if cfg.rotation_days else None
         self._start_s = cfg.rotation_start.timestamp()
-        self._lexical: Callable[[str, int], _Lexical] | None = None
+        self._lexical: Callable[[str, int], TextWatermark] | None = None
         self._secret: ProviderSecret | None = None
         if self.mode == "upstream":
             from distillguard.forensics.scheme import scheme_names
@@ -255,8 +244,8 @@ class WatermarkHook:
             sec = self._secret
 
             @lru_cache(maxsize=_CACHE)
-            def build(account_id: str, epoch: int) -> _Lexical:
-                w: _Lexical = LexicalWatermarker(sec.account_key(account_id, epoch))
+            def build(account_id: str, epoch: int) -> TextWatermark:
+                w: TextWatermark = LexicalWatermarker(sec.account_key(account_id, epoch))
                 return w
 
             self._lexical = build
