@@ -282,7 +282,7 @@ def _recipe_links(
     vol = np.maximum(np.asarray(volume, dtype=np.float64), 1.0)[:, None]
     runs = (hits >= RECIPE_MIN_HITS) & (hits >= RECIPE_MIN_SHARE * vol)
     a, r = np.nonzero(runs)
-    m = _relation(a, r.astype(np.int64).astype(object), n, max_accounts)
+    m = _relation(a, r, n, max_accounts)
     return None if m is None else (m @ m.T).tocsr()
 
 

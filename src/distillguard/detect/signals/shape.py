@@ -116,7 +116,7 @@ class RequestShape:
                 # Share measured over the deterministic requests: a handful of retries is not a re-run.
                 ramp(replayed, 0.4, 0.8) * support(det_n, 100),
                 0.8,
-                "{value:.0%} of its temperature-0 requests repeat an earlier one exactly (same prompt, model "
+                f"{{value:.0%}} of its temperature ≤ {DETERMINISTIC_TEMPERATURE:g} requests repeat an earlier one exactly (same prompt, model "
                 "and temperature): re-runs that return answers it already has, as benchmark and regression "
                 "runs do",
                 mitigating=True,
