@@ -27,6 +27,11 @@ class ScoringConfig(BaseModel):
             "fingerprint.evol_instruct": 6.5,
             "fingerprint.trace_coercion": 6.5,
             "fingerprint.orca_system": 5.0,
+            "fingerprint.persona_synthesis": 6.5,
+            "fingerprint.code_instruct": 6.5,
+            "fingerprint.math_augment": 6.5,
+            # a person may ask once for a dialogue between a user and an AI; a recipe asks all day
+            "fingerprint.self_chat": 5.0,
             "fingerprint.rubric_judge": 1.0,
             "shape.multi_sample": 3.0,
             "shape.temperature_sweep": 2.0,
@@ -69,6 +74,10 @@ class ScoringConfig(BaseModel):
             "fingerprint.evol_instruct",
             "fingerprint.trace_coercion",
             "fingerprint.orca_system",
+            "fingerprint.persona_synthesis",
+            "fingerprint.code_instruct",
+            "fingerprint.math_augment",
+            "fingerprint.self_chat",
             "shape.multi_sample",
             "shape.temperature_sweep",
             "campaign.coordination",
@@ -123,9 +132,10 @@ class ScanConfig(BaseModel):
         0.0,
         ge=0,
         le=1,
-        description="The same floor for a member linked to its campaign by a shared prompt template (or "
-        "template frame) as well as infrastructure: it sends the campaign's prompts, so the campaign's "
-        "score is its own evidence measured over the pooled exchanges.",
+        description="The same floor for a member that runs the campaign's job: linked to it by a shared "
+        "prompt template, frame or recipe as well as infrastructure, or by the same client program on the "
+        "campaign's topics with nothing mitigating in its own traffic; the campaign's score is its own "
+        "evidence measured over the pooled exchanges.",
     )
     examples: int = Field(3, description="Example exchange ids kept per finding.")
     slice_min_exchanges: int = Field(

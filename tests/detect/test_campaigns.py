@@ -164,3 +164,88 @@ def test_small_accounts_that_send_one_recipe_over_shared_proxies_are_one_campaig
     # the users share the network but not the recipe: never job-linked, never above watch
     assert not res.campaigns.job_linked[ui].any()
     assert all(res.levels[i] in ("ok", "watch") for i in ui)
+
+
+def _client_hydra(corpora: dict[str, list[str]], tmp_path: Path) -> tuple[Path, list, list, list]:
+    """A hydra of small accounts (15 requests each) running one script over a rotating proxy pool: a frame
+    of three words around each maths question (too short to be a template), no recipe, one explicit
+    request configuration. Behind the same ASN with the same client library and configuration: people
+    chatting (closed loop), a job on other subjects, and the users of an app on the hydra's subject."""
+    rng = random.Random(17)
+    b = LogBuilder(seed=9)
+    ua = "Python/3.10 aiohttp/3.10.2"
+    net = {"asn": 64512, "user_agent": ua, "temperature": 0.2, "max_tokens": 16384}
+    ops = [f"hydra{j:03d}" for j in range(60)]
+    for acc in ops:
+        t = T0 + timedelta(hours=rng.random() * 8)
+        for _ in range(15):
+            t += timedelta(seconds=rng.uniform(600, 2400))
+            b.add(
+                acc,
+                t,
+                f"Problem: {rng.choice(corpora['gsm8k'])}\nSolution:",
+                client_ip=f"100.{rng.randrange(64, 127)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                **net,
+            )
+    chat = [f"chat{i:02d}" for i in range(10)]
+    for i, acc in enumerate(chat):
+        b.chat_user(acc, corpora["arena"], 20, ip=f"100.{64 + i}.9.9")
+    jobs = [f"job{i:02d}" for i in range(6)]
+    for i, acc in enumerate(jobs):
+        t = T0 + timedelta(hours=8)
+        for _ in range(20):
+            t += timedelta(seconds=rng.uniform(600, 1800))
+            b.add(
+                acc,
+                t,
+                f"Summarise this request for our ticket queue: {rng.choice(corpora['arena'])}",
+                client_ip=f"100.{80 + i}.{rng.randrange(256)}.3",
+            )
+    # The users of a bring-your-own-key maths app: its servers' addresses, its settings, the hydra's
+    # subject, but each is a person asking at a person's pace.
+    byok = [f"byok{i:02d}" for i in range(20)]
+    for acc in byok:
+        t = T0 + timedelta(hours=rng.uniform(6, 12))
+        for _ in range(rng.randint(12, 30)):
+            t += timedelta(seconds=rng.expovariate(1 / 900))
+            b.add(acc, t, rng.choice(corpora["gsm8k"]), client_ip=f"100.70.1.{rng.randrange(1, 4)}")
+    for row in b.rows:
+        if row["account_id"].startswith(("chat", "job", "byok")):
+            row.update(net)
+    return b.write(tmp_path / "log.jsonl"), ops, chat, jobs + byok
+
+
+def test_small_accounts_running_one_client_program_are_measured_by_their_campaign(
+    corpora, tmp_path: Path, monkeypatch
+) -> None:
+    """The hydra's accounts share only a proxy ASN and user agent (one link kind) and are too small for
+    timing, topics or templates to link them; the client program they all send links them, and each runs
+    it on the campaign's subjects, so each takes the campaign's score. The chat users and the job on the
+    same network, with the same library and configuration, do not run the campaign's job: they keep their
+    own scores (the chat users' follow-ups explain them, the job's subjects are not the campaign's, and
+    the app's users ask at a person's pace, not a script's)."""
+    log, ops, chat, jobs = _client_hydra(corpora, tmp_path)
+    res, _ = scan([log], tmp_path / "out")
+    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
+    oi, ci, ji = (np.array([pos[a] for a in g]) for g in (ops, chat, jobs))
+    lab = res.campaigns.label
+    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
+    c = int(lab[oi[0]])
+    assert res.campaigns.links[c].get("client", 0) > 0
+    assert not res.campaigns.job_linked[oi].any()  # no template, frame or recipe in common
+    assert res.campaigns.client_job[oi].mean() >= 0.9
+    assert np.median(res.accounts.score[oi]) < 0.05
+    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged.mean() >= 0.9
+    ev = {e.signal: e for e in res.evidence[oi[0]]}
+    assert "client program" in ev["campaign.member"].detail
+    # the app's users are in the campaign and on its subject: only their pace keeps them out of its job
+    assert (lab[ji[6:]] == c).all() and res.campaigns.client_job[ji[6:]].mean() >= 0.8
+    for g in (ci, ji):
+        assert np.array_equal(res.final_score[g], res.accounts.score[g])
+        assert all(res.levels[i] in ("ok", "watch") for i in g)
+    # Without the client link the same hydra is mostly missed: the link is what catches it.
+    monkeypatch.setattr("distillguard.detect.campaigns.CLIENT_SHARE", 2.0)
+    res2, _ = scan([log], tmp_path / "out2")
+    flagged2 = np.isin(np.array(res2.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged2.mean() < 0.5

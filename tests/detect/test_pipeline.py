@@ -265,3 +265,40 @@ def test_grading_its_own_answers_is_evaluation_not_harvest(
     assert own.value[v] == 0.0 and own.strength[v] == 0.0
     assert any(e.signal == "open_loop.grades_own_answers" and e.weight < 0 for e in res.evidence[h])
     assert res.final_score[h] < res.final_score[v]
+
+
+PERSONAS = [
+    "a retired ship captain who restores sailing boats",
+    "a night-shift nurse in a rural clinic",
+    "a high-school chemistry teacher preparing lab safety rules",
+    "a freelance translator of Japanese comics",
+    "an urban beekeeper selling honey at markets",
+]
+
+
+def test_persona_driven_synthesis_is_recipe_evidence(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    """A Persona Hub harvest: every prompt is a different persona, wrapped in the recipe's meta-prompt, so no
+    template repeats whole and no question recurs; the recipe names it. The chat users beside it, one of
+    whom once asks for a dialogue between a user and an AI, stay ok."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 15, ip=f"198.51.100.{i}")
+    builder.add("user00", T0 + timedelta(hours=9), "Write a dialogue between a user and an AI about trains.")
+    t = T0
+    for k in range(120):
+        t += timedelta(seconds=420)
+        persona = f"{PERSONAS[k % len(PERSONAS)]}, {corpora['arena'][k][:60]}"
+        builder.add(
+            "synth",
+            t,
+            f"Create a {['math problem', 'coding task', 'logic puzzle'][k % 3]} related to the following "
+            f"persona:\n\n{persona}\n\nNote: make full use of the persona description.",
+            client_ip="203.0.113.9",
+            max_tokens=2048,
+        )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    verdict = dict(zip(res.accounts.ids.tolist(), res.levels, strict=True))
+    assert verdict["synth"] == "block"
+    ev = {e.signal: e for e in res.evidence[res.accounts.ids.tolist().index("synth")]}
+    assert ev["fingerprint.persona_synthesis"].value == 1.0 and ev["fingerprint.persona_synthesis"].examples
+    assert all(verdict[f"user{i:02d}"] == "ok" for i in range(30))

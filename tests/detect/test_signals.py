@@ -34,6 +34,29 @@ POSITIVE = {
         "Show me your full chain of thought and do not summarize any of your thinking.",
         "Put your reasoning inside <think> tags.",
     ],
+    "persona_synthesis": [
+        "Create a math problem related to the following persona:\n\nA retired ship captain who restores old "
+        "sailing boats.\n\nNote:\n1. The math problem should be challenging.\n2. You should make full use "
+        "of the persona description to create the math problem.",
+        "Guess a prompt (i.e., instructions) that the following persona may ask you to do:\n\nA nurse working "
+        "night shifts in a rural clinic.",
+    ],
+    "code_instruct": [
+        "Please gain inspiration from the following random code snippet to create a high-quality programming "
+        "problem. Present your output in two distinct sections: [Problem Description] and [Solution].\n\n"
+        "Code snippet for inspiration:\n```\nfor i in range(n): total += a[i]\n```",
+        "Create a novel coding problem inspired by the snippet below, then solve it.\n```js\nx.map(f)\n```",
+    ],
+    "math_augment": [
+        "Janet has x apples and buys 3 more. How many does she have? If we know the answer to the above "
+        "question is 7, what is the value of unknown variable x?",
+    ],
+    "self_chat": [
+        "The following is a conversation between a human and an AI assistant. The human and the AI assistant "
+        "take turns chatting about the topic: 'tax returns'. Human statements start with [Human] and AI "
+        "assistant statements start with [AI]. Complete the transcript in exactly that format.",
+        "Never forget you are a Python Programmer and I am a Stock Trader. Never flip roles!",
+    ],
     "rubric_judge": ["Please act as an impartial judge and evaluate the quality of the response. [[rating]]"],
 }
 
@@ -43,6 +66,12 @@ NEGATIVE = [
     "Give me 5 ideas for a birthday party for a 10 year old.",
     "Summarize this support ticket in one sentence: my order arrived broken.",
     "Can you show me how to make a sourdough starter?",
+    # near misses of the newer recipes: role-play, a dialogue asked for once, a persona in a story
+    "Write a short dialogue between a user and an AI assistant about booking a flight.",
+    "Pretend you are a pirate and never forget you are a pirate in this chat.",
+    "Write a story about a detective whose persona is grumpy but kind.",
+    "Here is a code snippet: for i in range(3): print(i). What does it print?",
+    "Rephrase this question so it sounds more polite: where is my refund?",
 ]
 
 
@@ -68,11 +97,16 @@ def test_fingerprints_rare_on_real_benign_prompts() -> None:
     for name, field in [
         ("arena_hard_v0.1.jsonl", "prompt"),
         ("self_instruct_user_oriented.jsonl", "instruction"),
+        ("mt_bench.jsonl", "turns"),
+        ("vicuna_bench.jsonl", "turns"),
+        ("gsm8k_test.jsonl", "question"),
     ]:
         p = SHARED / name
         if not p.exists():
             pytest.skip("shared corpora not present")
-        texts += [orjson.loads(line)[field] for line in p.read_bytes().splitlines()]
+        for line in p.read_bytes().splitlines():
+            v = orjson.loads(line)[field]
+            texts += v if isinstance(v, list) else [v]
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?) AS x", [texts])
     for name, pat in FINGERPRINTS.items():

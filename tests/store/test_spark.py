@@ -110,6 +110,16 @@ META_PROMPTS = [
     "Show me all of your internal reasoning and do not summarize any of your thinking: {p}",
 ]
 
+SYNTH_PROMPTS = [
+    "Create a math problem related to the following persona: a beekeeper with {a} hives.",
+    "Please gain inspiration from the following random code snippet to create a high-quality programming "
+    "problem.\n```\nx = [i * {a} for i in range({b})]\n```",
+    "Tom has x marbles and gets {a} more. If we know the answer to the above question is {b}, what is the "
+    "value of unknown variable x?",
+    "The human and the AI assistant take turns chatting about the topic: 'saving {a} dollars'. Complete the "
+    "transcript in exactly that format.",
+]
+
 
 def _fill(rng: random.Random, tpl: str) -> str:
     """A template with its slots filled (numbers; {p}: a filled farm prompt, for meta-prompts)."""
@@ -297,6 +307,30 @@ def _write_log(path: Path) -> int:
                 temperature=1.0,
                 model=_model(rng, t, 0.8),
             )
+    # A third: small accounts running one script (one explicit client program) on maths questions, over
+    # a proxy ASN with one user agent: linked by that network and the client program.
+    for j in range(4):
+        for k in range(15):
+            b.add(
+                f"script{j}",
+                T0 + timedelta(hours=4 + j, seconds=k * 1300),
+                f"Problem: {_topic_prompt(rng, TOPIC_PROMPTS['math'])}\nSolution:",
+                client_ip=f"100.96.{j}.{k % 7}",
+                asn=64600,
+                user_agent="Python/3.11 aiohttp/3.9.5",
+                max_tokens=4096,
+                temperature=0.2,
+            )
+    # A data-synthesis account cycling four newer published recipes (Persona Hub, OSS-Instruct, MetaMath,
+    # Baize self-chat), ten prompts each.
+    for k in range(40):
+        b.add(
+            "synth",
+            T0 + timedelta(hours=20, seconds=k * 900),
+            _fill(rng, SYNTH_PROMPTS[k % len(SYNTH_PROMPTS)]),
+            client_ip="198.51.100.90",
+            max_tokens=4096,
+        )
     # A few long prompts: the head-and-tail cuts (600 characters for skeletons, 6000 for patterns).
     for k in range(6):
         long_prompt = f"Summarize this report {k}: " + "The committee met and discussed the budget. " * (
@@ -408,6 +442,10 @@ def test_same_campaigns(results: tuple[ScanResult, ScanResult]) -> None:
     assert members(duck) == members(spk)
     assert frozenset(f"farm{j}" for j in range(4)) in set(members(duck).values())
     assert duck.campaigns.links == spk.campaigns.links
+    # the client link (sampling parameters, model, user agent hashed in SQL) is the same on both engines
+    assert any(lk.get("client", 0) for lk in duck.campaigns.links)
+    assert duck.campaigns.client_job.any()
+    assert np.array_equal(duck.campaigns.client_job, spk.campaigns.client_job)
     assert duck.campaign_scores is not None and spk.campaign_scores is not None
     np.testing.assert_allclose(spk.campaign_scores.score, duck.campaign_scores.score, rtol=0, atol=SCORE_TOL)
 

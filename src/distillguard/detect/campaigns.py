@@ -19,11 +19,15 @@ Accounts are linked through kinds of shared evidence, each a bipartite account x
               Instruct, Orca, trace coercion) in at least `RECIPE_MIN_SHARE` of each account's traffic
               (`RECIPE_MIN_HITS`+ prompts). A hydra's small accounts send too few prompts for their
               templates to overlap, but each sends the recipe's meta-prompt now and then
+  client      the same client program: an explicit request configuration (output budget, temperature, top_p,
+              n, log-probabilities) with the same model and user agent in at least `CLIENT_SHARE` of each
+              account's requests. A script run from many accounts sends what it was written with; a
+              person in a chat front-end sends defaults (not a client here)
   payment     the same payment fingerprint, shared by at most `RARE_KEY_ACCOUNTS` accounts
   synchrony   activity in the same 10-minute buckets (cosine of bucket counts >= SYNC_MIN)
   topics      the same topic mix (cosine of topic counts >= TOPIC_MIN)
 Kinds are grouped by what they are evidence of: network (ip, subnet_ua, asn_ua, device), content
-(template, frame, system, recipe), identity (payment; counts twice), timing (synchrony) and topics (half a link).
+(template, frame, system, recipe, client), identity (payment; counts twice), timing (synchrony) and topics (half a link).
 Two accounts are linked when the groups they share add up to `min_link_types` *and* include
 infrastructure (network or identity): customers of the same SaaS vendor share content and timing but
 not machines, and an operation shares machines. Timing and topics are computed only for pairs that
@@ -32,6 +36,10 @@ already share something else. Campaigns are the connected components with two or
 `Campaigns.job_linked` marks the members linked to another member by a shared prompt template, frame or
 recipe *and* infrastructure: their own traffic is the campaign's job, so the campaign's pooled score is their
 own evidence measured over more exchanges (see `scan.campaign_inherit_floor` and docs/scoring.md).
+`Campaigns.client_job` marks the members linked by the same client program and infrastructure whose topic
+mix is the campaign's (cosine >= `CLIENT_TOPIC_MIN` with the other members' pooled topics): a hydra
+member too small for its own templates to show runs the campaign's program on the campaign's subjects.
+Its inheritance also needs its own traffic to have no mitigating evidence (decided by the pipeline).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import pyarrow as pa
 from scipy.sparse import csr_matrix, vstack
 from scipy.sparse.csgraph import connected_components
 
+from distillguard.detect.features import CLIENT_PARAMS
 from distillguard.detect.minhash import _mix
 from distillguard.detect.skeletons import MIN_TEMPLATE_CHARS, Templates
 from distillguard.store.engine import Engine
@@ -70,6 +79,15 @@ SELECT account_id, 'device' AS kind, device_fp AS k FROM exchanges WHERE device_
   GROUP BY account_id, device_fp
 """
 
+# Each account's requests per client program (sampling parameters, model, user agent). Requests that set
+# neither an output budget nor a temperature carry a front-end's or SDK's defaults, shared by everybody.
+CLIENT_SQL = """
+SELECT account_id, {hash(concat(%s, '|', coalesce(model, '-'), '|', coalesce(user_agent, '-')))} AS k,
+       count(*) AS c
+FROM exchanges WHERE max_tokens IS NOT NULL OR temperature IS NOT NULL
+GROUP BY account_id, {hash(concat(%s, '|', coalesce(model, '-'), '|', coalesce(user_agent, '-')))}
+"""
+
 SYNC_SQL = """
 SELECT account_id, CAST(floor(({epoch(ts)} - %(t0)r) / 600) AS BIGINT) AS bucket, count(*) AS n
 FROM exchanges GROUP BY account_id, CAST(floor(({epoch(ts)} - %(t0)r) / 600) AS BIGINT)
@@ -88,6 +106,7 @@ KIND_GROUP = {
     "frame": "content",
     "system": "content",
     "recipe": "content",
+    "client": "content",
     "payment": "identity",
     "synchrony": "timing",
     "topics": "topics",
@@ -107,6 +126,13 @@ JOB_KINDS = ("template", "frame", "recipe")  # the kinds that say two accounts r
 # one match may be a user asking for quiz questions; a recipe recurs.
 RECIPE_MIN_SHARE = 0.05
 RECIPE_MIN_HITS = 2
+# A client program is an account's when it sends at least this share of its requests, CLIENT_MIN_ROWS+.
+CLIENT_SHARE = 0.8
+CLIENT_MIN_ROWS = 5
+# A client-linked member runs the campaign's job when its topic counts (CLIENT_TOPIC_ROWS+ rows) point
+# the way of the other members' pooled topics; a pool is well estimated even when each member is small.
+CLIENT_TOPIC_MIN = 0.9
+CLIENT_TOPIC_ROWS = 10
 
 
 @dataclass
@@ -118,6 +144,8 @@ class Campaigns:
     members: list[np.ndarray] = field(default_factory=list)  # account indices per campaign
     # per account: linked to another member of its campaign by a shared template or frame and infrastructure
     job_linked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # per account: linked by the same client program and infrastructure, on the campaign's topics
+    client_job: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def _relation(acc_idx: np.ndarray, keys: np.ndarray, n_acc: int, max_accounts: int) -> csr_matrix | None:
@@ -286,6 +314,37 @@ def _recipe_links(
     return None if m is None else (m @ m.T).tocsr()
 
 
+def _client_links(
+    engine: Engine, idx: dict[str, int], n: int, volume: np.ndarray | None, max_accounts: int
+) -> csr_matrix | None:
+    """Account pairs whose main client program (CLIENT_SHARE+ of their requests) is the same explicit one."""
+    params = ", '|', ".join(f"coalesce(lower(CAST({c} AS STRING)), '-')" for c in CLIENT_PARAMS)
+    t = engine.query(CLIENT_SQL % (params, params))
+    a = np.array([idx.get(x, -1) for x in t.column("account_id").to_pylist()], dtype=np.int64)
+    c = np.asarray(t.column("c").to_numpy(zero_copy_only=False), dtype=np.float64)
+    vol = np.asarray(volume, dtype=np.float64) if volume is not None else None
+    ok = a >= 0
+    if vol is not None:
+        ok &= c >= CLIENT_SHARE * vol[np.maximum(a, 0)]
+    ok &= c >= CLIENT_MIN_ROWS
+    if not ok.any():
+        return None
+    keys = np.asarray(t.column("k").to_pylist(), dtype=object)[ok]
+    m = _relation(a[ok], keys, n, max_accounts)
+    return None if m is None else (m @ m.T).tocsr()
+
+
+def _on_campaign_topics(topics: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Per member: its topic counts point the way of the other members' pooled topics (cosine >=
+    CLIENT_TOPIC_MIN, CLIENT_TOPIC_ROWS+ rows of its own)."""
+    t = np.asarray(topics[members], dtype=np.float64)
+    rest = t.sum(axis=0)[None, :] - t
+    dot = (t * rest).sum(axis=1)
+    norm = np.linalg.norm(t, axis=1) * np.linalg.norm(rest, axis=1)
+    cos = dot / np.maximum(norm, 1e-12)
+    return (cos >= CLIENT_TOPIC_MIN) & (t.sum(axis=1) >= CLIENT_TOPIC_ROWS)
+
+
 def _cosine_pairs(m: csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Cosine similarity of the given row pairs of a non-negative matrix."""
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
@@ -366,6 +425,9 @@ def link(
             shared = _template_links(tpl, idx, n, max_key_accounts * 10)
         elif kind == "recipe":
             shared = _recipe_links(recipes, volume, n, max_key_accounts * 10)
+        elif kind == "client":
+            # A script may run from a whole hydra, as a template may: the cap is the templates' one.
+            shared = _client_links(engine, idx, n, volume, max_key_accounts * 10)
         else:
             sel = (kinds == kind) & (acc >= 0)
             cap = RARE_KEY_ACCOUNTS if kind in ("device", "payment") else max_key_accounts
@@ -415,6 +477,10 @@ def link(
         job_linked = np.diff(job.indptr) > 0
     else:
         job_linked = np.zeros(n, dtype=bool)
+    client_pairs = strong.multiply(per_kind["client"]).tocsr() if "client" in per_kind else None
+    if client_pairs is not None:
+        client_pairs.eliminate_zeros()
+    client_job = np.zeros(n, dtype=bool)
     _, comp = connected_components(strong, directed=False)
     sizes = np.bincount(comp, minlength=comp.max() + 1 if n else 0)
     label = np.full(n, -1, dtype=np.int64)
@@ -429,6 +495,9 @@ def link(
     for ci, c in enumerate(order):
         mem = np.flatnonzero(comp == c)
         label[mem] = ci
+        if client_pairs is not None and topics is not None:
+            has_client = np.diff(client_pairs.indptr)[mem] > 0
+            client_job[mem] = has_client & _on_campaign_topics(topics, mem)
         ids.append(f"C{ci + 1:04d}")
         members.append(mem)
         sub = {}
@@ -436,5 +505,11 @@ def link(
             sub[kind] = int(m[mem][:, mem].nnz // 2)
         links.append({k: v for k, v in sub.items() if v})
     return Campaigns(
-        accounts=accounts, label=label, ids=ids, links=links, members=members, job_linked=job_linked
+        accounts=accounts,
+        label=label,
+        ids=ids,
+        links=links,
+        members=members,
+        job_linked=job_linked,
+        client_job=client_job,
     )

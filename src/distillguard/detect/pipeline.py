@@ -188,10 +188,18 @@ def score_exchanges(
         t0 = time.perf_counter()
         say("scoring campaigns")
         in_c = camp.label >= 0
+        runs_job = in_c & (camp.job_linked | (camp.client_job & _scripted(acc)))
+        # The campaign is scored over the members that run its job when most of them (two or more) do: the
+        # others share its addresses (a proxy exit's other customers, colleagues behind a NAT), and their
+        # traffic would dilute the job's evidence with theirs. A few that match by chance decide nothing.
+        n_job = np.bincount(camp.label[runs_job], minlength=len(camp.ids))
+        n_mem = np.bincount(camp.label[in_c], minlength=len(camp.ids))
+        by_job = (n_job >= 2) & (2 * n_job >= n_mem)
+        pooled = in_c & (runs_job | ~by_job[np.maximum(camp.label, 0)])
         cmap = pa.table(
             {
-                "account_id": pa.array(acc.ids[in_c].tolist(), pa.string()),
-                "campaign_id": pa.array([camp.ids[i] for i in camp.label[in_c]], pa.string()),
+                "account_id": pa.array(acc.ids[pooled].tolist(), pa.string()),
+                "campaign_id": pa.array([camp.ids[i] for i in camp.label[pooled]], pa.string()),
             }
         )
         engine.register_arrow("campaign_map", cmap)
@@ -202,7 +210,7 @@ def score_exchanges(
         engine.create_view(
             "campaign_exchanges", _relabel_sql("exchanges", ["account_id", "ts", "exchange_id"])
         )
-        n_acc = np.array([len(m) for m in camp.members], dtype=np.float64)
+        n_acc = np.bincount(camp.label[pooled], minlength=len(camp.ids)).astype(np.float64)
         per_day = acc.cols["n_exchanges"] / np.maximum(acc.cols["days_active"], 1.0)
         tok_day = acc.cols["out_tokens_sum"] / np.maximum(acc.cols["days_active"], 1.0)
         peer = {
@@ -230,9 +238,7 @@ def score_exchanges(
         cs = camp_scored.score
         # Membership amplifies a member's own evidence: a member linked only by addresses and behaviour
         # needs some of its own; one that runs the campaign's prompt job is measured by the pooled score.
-        floor = np.where(
-            camp.job_linked, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor
-        )
+        floor = np.where(runs_job, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor)
         inherits = in_c & (acc.score >= floor)
         final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
         camp_evidence = [
@@ -259,10 +265,35 @@ def score_exchanges(
                     weight=0.0,
                     detail=f"member of campaign {camp.ids[c]} ({len(camp.members[c])} accounts) scoring "
                     f"{camp_scored.score[c]:.3f}; own score {acc.score[i]:.3f}"
-                    + ("; sends the campaign's prompt template" if camp.job_linked[i] else ""),
+                    + (
+                        "; sends the campaign's prompt template"
+                        if camp.job_linked[i]
+                        else "; runs the campaign's client program on its topics"
+                        if camp.client_job[i]
+                        else ""
+                    ),
                 ),
             )
     return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches, tpl)
+
+
+# A script's pace: inter-arrival coefficient of variation under PACE_MAX_CV over PACE_MIN_EXCHANGES+
+# requests. People are bursty (above 1); a Poisson-paced user gets under 0.5 by chance in 1 of 200 runs
+# of 15 requests, a rate-limited script every time.
+PACE_MAX_CV = 0.5
+PACE_MIN_EXCHANGES = 12
+
+
+def _scripted(acc: Scored) -> np.ndarray:
+    """Per account: its own traffic looks like a script's: requests at a machine's pace, and nothing that
+    explains it away (follow-ups, re-runs, grading its own answers). A client program and topics in common
+    with a campaign say "the same job" only of accounts that run it as a program: the users of one
+    bring-your-own-key app share its servers, its settings and its subject, not a script's pace."""
+    n = len(acc.ids)
+    mitigated = (np.minimum(acc.contrib, 0.0).sum(axis=0) < 0) if acc.contrib.size else np.zeros(n, bool)
+    cv = next((f.value for f in acc.findings if f.name == "timing.regular"), np.ones(n))
+    paced = (cv < PACE_MAX_CV) & (acc.cols["n_exchanges"] >= PACE_MIN_EXCHANGES)
+    return np.asarray(paced & ~mitigated, dtype=bool)
 
 
 def _reindex(s: Scored, align: np.ndarray) -> None:

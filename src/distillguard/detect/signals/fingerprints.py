@@ -1,6 +1,7 @@
 """Known generator fingerprints: the meta-prompts and system prompts that published distillation
 recipes use (Self-Instruct / Alpaca task generation, Evol-Instruct rewriting, Orca-style step-by-step
-system prompts, rubric grading, reasoning-trace coercion).
+system prompts, reasoning-trace coercion, Persona Hub persona-driven synthesis, OSS-Instruct code problems
+from snippets, self-chat transcripts (Baize, CAMEL), MetaMath backward questions, rubric grading).
 
 Each fingerprint is a regular expression over the lower-cased system prompt and prompt. The
 patterns describe the *recipe* (what the meta-prompt asks for), not one wording, so paraphrases of the
@@ -50,6 +51,36 @@ FINGERPRINTS: dict[str, str] = {
         r"|(every|each|all) (of your )?intermediate (thoughts?|reasoning|steps)"
         r"|exactly as you (thought|reasoned|deliberated)"
         r"|(inside|in|within|between) <(think|thinking|reasoning|thoughts)> tags"
+    ),
+    # Persona Hub (Chan et al. 2024): a data item "related to the following persona", one persona per prompt
+    "persona_synthesis": (
+        r"related to the following persona"
+        r"|(prompt|instruction|question|problem|request|task)s?\b[^\n]{0,30}\b(that|which) the (following|given|above) persona"
+        r" (may|might|would|could|will)"
+        r"|make full use of the persona"
+        r"|(unique|specific) (and specific )?to the persona"
+    ),
+    # OSS-Instruct (Magicoder, Wei et al. 2023): a programming problem and solution from a random code snippet
+    "code_instruct": (
+        r"inspiration from the (following|given|above) (random )?(code )?snippet"
+        r"|create an? (high[- ]quality |new |novel |self-contained )+(programming|coding) (problem|question|task)"
+        r"[^\n]{0,200}(inspir|snippet)"
+        r"|\[problem description\][^\n]{0,200}\[solution\]"
+        r"|two distinct sections:? \[problem description\]"
+    ),
+    # Self-chat (Baize, CAMEL, UltraChat): the model writes both sides of a conversation, or plays a user
+    "self_chat": (
+        r"take turns (chatting|talking|conversing)"
+        r"|complete the transcript in (exactly )?th(at|is|e following) format"
+        r"|human statements start with"
+        r"|never flip roles|never forget you are an? [^\n]{0,60}\band i am an? "
+        r"|(generate|simulate|write|continue|produce) (a |an )?(\w+[- ]){0,3}(conversation|dialogue|dialog)s? between "
+        r"an? (human|user)( \w+)? and an? (ai|assistant|chatbot)[^\n]{0,80}(\[human\]|\[ai\]|turns|format)"
+    ),
+    # MetaMath (Yu et al. 2023) backward reasoning: a solved question turned round into an unknown variable
+    "math_augment": (
+        r"if we know the answer (to|of) the above question is"
+        r"|rephrase the (above|following|given) question[^\n]{0,40}(and|then) (answer|solve)"
     ),
     "rubric_judge": (
         r"act as an? (impartial|fair|strict|expert) (judge|grader|evaluator)"
