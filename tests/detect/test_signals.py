@@ -45,7 +45,8 @@ POSITIVE = {
         "Please gain inspiration from the following random code snippet to create a high-quality programming "
         "problem. Present your output in two distinct sections: [Problem Description] and [Solution].\n\n"
         "Code snippet for inspiration:\n```\nfor i in range(n): total += a[i]\n```",
-        "Create a novel coding problem inspired by the snippet below, then solve it.\n```js\nx.map(f)\n```",
+        "Take inspiration from the given code snippet and write a new exercise with its answer.\n```js\nx.map(f)"
+        "\n```",
     ],
     "math_augment": [
         "Janet has x apples and buys 3 more. How many does she have? If we know the answer to the above "

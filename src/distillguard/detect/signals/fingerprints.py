@@ -52,35 +52,33 @@ FINGERPRINTS: dict[str, str] = {
         r"|exactly as you (thought|reasoned|deliberated)"
         r"|(inside|in|within|between) <(think|thinking|reasoning|thoughts)> tags"
     ),
+    # Newer recipes, as literal phrases of their meta-prompts: bounded gaps such as [^\n]{0,60} make the
+    # one-pass alternation's automaton grow past what RE2 keeps, which costs every row of every scan.
     # Persona Hub (Chan et al. 2024): a data item "related to the following persona", one persona per prompt
     "persona_synthesis": (
         r"related to the following persona"
-        r"|(prompt|instruction|question|problem|request|task)s?\b[^\n]{0,30}\b(that|which) the (following|given|above) persona"
-        r" (may|might|would|could|will)"
+        r"|(that|which) the (following|given|above) persona (may|might|would|could|will)"
         r"|make full use of the persona"
         r"|(unique|specific) (and specific )?to the persona"
     ),
     # OSS-Instruct (Magicoder, Wei et al. 2023): a programming problem and solution from a random code snippet
     "code_instruct": (
         r"inspiration from the (following|given|above) (random )?(code )?snippet"
-        r"|create an? (high[- ]quality |new |novel |self-contained )+(programming|coding) (problem|question|task)"
-        r"[^\n]{0,200}(inspir|snippet)"
-        r"|\[problem description\][^\n]{0,200}\[solution\]"
-        r"|two distinct sections:? \[problem description\]"
+        r"|create an? high[- ]quality (programming|coding) (problem|question|task)"
+        r"|\[problem description\] and \[solution\]"
     ),
-    # Self-chat (Baize, CAMEL, UltraChat): the model writes both sides of a conversation, or plays a user
+    # Self-chat (Baize, CAMEL): the model writes both sides of a conversation, or plays the user
     "self_chat": (
         r"take turns (chatting|talking|conversing)"
         r"|complete the transcript in (exactly )?th(at|is|e following) format"
         r"|human statements start with"
-        r"|never flip roles|never forget you are an? [^\n]{0,60}\band i am an? "
-        r"|(generate|simulate|write|continue|produce) (a |an )?(\w+[- ]){0,3}(conversation|dialogue|dialog)s? between "
-        r"an? (human|user)( \w+)? and an? (ai|assistant|chatbot)[^\n]{0,80}(\[human\]|\[ai\]|turns|format)"
+        r"|never flip roles"
     ),
-    # MetaMath (Yu et al. 2023) backward reasoning: a solved question turned round into an unknown variable
+    # MetaMath (Yu et al. 2023): backward questions (a solved question turned round into an unknown
+    # variable) and few-shot rephrasing
     "math_augment": (
         r"if we know the answer (to|of) the above question is"
-        r"|rephrase the (above|following|given) question[^\n]{0,40}(and|then) (answer|solve)"
+        r"|rephrase the above question:"
     ),
     "rubric_judge": (
         r"act as an? (impartial|fair|strict|expert) (judge|grader|evaluator)"
@@ -95,17 +93,28 @@ FINGERPRINTS: dict[str, str] = {
 }
 
 
+# Matched in a pass of their own: their bounded gaps ([^.\n]{0,40}, (\w+\s+){0,3}) blow up the automaton
+# of a joint alternation (RE2 then falls back to slower matching for every row). Measured on 150k simulated
+# prompts (DuckDB): all nine patterns as one alternation 1.27 s; self-instruct alone 0.22 s plus the other
+# eight as one 0.16 s.
+SOLO = frozenset({"self_instruct"})
+
+
 @register
 class Fingerprints:
     name: ClassVar[str] = "fingerprint"
-    # One pass with all recipes as alternatives; the separate patterns run only on rows that match it.
+    # One pass with the other recipes as alternatives; their separate patterns run only on rows that match it.
     pre_columns: ClassVar[dict[str, str]] = {
         "fp_any": "CASE WHEN {rx(txt, "
-        + sql_str("|".join(f"(?:{p})" for p in FINGERPRINTS.values()))
+        + sql_str("|".join(f"(?:{p})" for k, p in FINGERPRINTS.items() if k not in SOLO))
         + ")} THEN 1 ELSE 0 END"
     }
     row_columns: ClassVar[dict[str, str]] = {
-        f"fp_{k}": f"CASE WHEN fp_any = 1 THEN (CASE WHEN {{rx(txt, {sql_str(pat)})}} THEN 1 ELSE 0 END) ELSE 0 END"
+        f"fp_{k}": (
+            f"CASE WHEN {{rx(txt, {sql_str(pat)})}} THEN 1 ELSE 0 END"
+            if k in SOLO
+            else f"CASE WHEN fp_any = 1 THEN (CASE WHEN {{rx(txt, {sql_str(pat)})}} THEN 1 ELSE 0 END) ELSE 0 END"
+        )
         for k, pat in FINGERPRINTS.items()
     }
     extra_sql: ClassVar[str | None] = None
