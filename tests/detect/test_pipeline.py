@@ -302,3 +302,49 @@ def test_persona_driven_synthesis_is_recipe_evidence(builder: LogBuilder, corpor
     ev = {e.signal: e for e in res.evidence[res.accounts.ids.tolist().index("synth")]}
     assert ev["fingerprint.persona_synthesis"].value == 1.0 and ev["fingerprint.persona_synthesis"].examples
     assert all(verdict[f"user{i:02d}"] == "ok" for i in range(30))
+
+
+def _agent_step_history(rng_i: int, task: str, steps: int) -> list[dict]:
+    """An agent's request `steps` deep into a task: the task, then its tool calls and their results."""
+    hist: list[dict] = []
+    for s in range(steps):
+        call = {"id": f"call_{rng_i}_{s}", "type": "function"}
+        call["function"] = {
+            "name": ["read_file", "run_tests", "grep"][s % 3],
+            "arguments": f'{{"step": {s}}}',
+        }
+        hist.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        hist.append(
+            {"role": "tool", "tool_call_id": call["id"], "content": f"output of step {s} for {task[:30]}"}
+        )
+    return hist
+
+
+def test_agent_loops_are_not_resampling(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    """A coding agent sends its task as the last user message at every step of the loop, followed by the
+    tool calls and results so far: the same user message many times, but never the same request. Nor is a
+    harvest's agent loop at temperature 0 a benchmark re-run."""
+    t = T0 + timedelta(hours=9)
+    for k, task in enumerate(corpora["arena"][:25]):
+        for steps in range(8):
+            t += timedelta(seconds=40 + 7 * steps)
+            for acc, temp in (("agent", 0.7), ("agent_t0", 0.0)):
+                builder.add(
+                    acc,
+                    t,
+                    task,
+                    history=[],
+                    temperature=temp,
+                    n_tools=3,
+                    client_ip="198.51.100.77",
+                )
+                row = builder.rows[-1]
+                row["messages"] = [{"role": "user", "content": task}, *_agent_step_history(k, task, steps)]
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = {x.name: x for x in res.accounts.findings}
+    for acc in ("agent", "agent_t0"):
+        i = ids.index(acc)
+        assert f["shape.multi_sample"].value[i] == 0.0, acc
+        assert f["shape.deterministic_replay"].value[i] == 0.0, acc

@@ -47,7 +47,8 @@ BASE_COLUMNS = (
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
     e.logprobs, e.top_logprobs, e.completion_tokens, e.reasoning_effort, e.reasoning_tokens,
     e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt, e.n_tools,
-    {hash(coalesce(e.prompt, ''))} AS pkey,"""
+    {hash(coalesce(e.prompt, ''))} AS pkey,
+    {hash(coalesce(e.messages, ''))} AS rkey,"""
     f"""
     {CLIENT_KEY_SQL} AS ckey,"""
     """
@@ -107,6 +108,7 @@ ROW_KEEP = (
     "user_turns",
     "history_overlap",
     "pkey",
+    "rkey",
     "ckey",
 )
 

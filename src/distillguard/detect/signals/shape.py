@@ -25,17 +25,21 @@ class RequestShape:
         "multi_n": "CASE WHEN coalesce(n, 1) > 1 THEN 1 ELSE 0 END",
         "lp": "CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END",
         "sampled": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN 1 ELSE 0 END",
-        # The same prompt again from the same end user: many students asking one textbook question
+        # Resampling, sweeps and re-runs send the same *conversation* again (`rkey`: every message), not
+        # only the same last user message: an agent repeats its task as the last user message at every
+        # step of its loop, followed by different tool calls and results. (The system prompt is left
+        # out, as before: the same inputs under two system prompts are a prompt comparison.)
+        # The same request again from the same end user: many students asking one textbook question
         # through a tutoring app is not resampling.
-        "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(pkey, model, coalesce(end_user, '')) END",
-        "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(pkey, CAST(temperature AS STRING)) END",
+        "sampled_key": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN concat(rkey, model, coalesce(end_user, '')) END",
+        "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(rkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
         # Answered requests only: retrying a refused or failed call is not a re-run.
         # (with a little slack: a float32 temperature column holds 0.3 as 0.30000001, and engines differ
         # in which width they compare at)
         "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE + 1e-6} AND coalesce(n, 1) = 1 "
-        "AND coalesce(status, 200) < 400 THEN concat(pkey, '|', model, '|', CAST(temperature AS STRING)) END",
+        "AND coalesce(status, 200) < 400 THEN concat(rkey, '|', model, '|', CAST(temperature AS STRING)) END",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
@@ -47,7 +51,7 @@ class RequestShape:
         "sampled_n": "sum(sampled)",
         "sampled_distinct": "count(DISTINCT sampled_key)",
         "temp_keys": "count(DISTINCT temp_key)",
-        "temp_prompts": "count(DISTINCT CASE WHEN temperature IS NOT NULL THEN pkey END)",
+        "temp_prompts": "count(DISTINCT CASE WHEN temperature IS NOT NULL THEN rkey END)",
         "out_tokens_avg": "avg(out_tokens)",
         "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
         "prompt_models": "count(DISTINCT pm_key)",
@@ -73,7 +77,7 @@ class RequestShape:
         compared = np.clip(
             safe_div(np.asarray(cols["prompt_models"], dtype=np.float64) - distinct, distinct), 0, 1
         )
-        # Deterministic requests that repeat an earlier one exactly (same prompt, model and temperature): a
+        # Deterministic requests that repeat an earlier one exactly (same messages, model and temperature): a
         # benchmark re-run repeats all of them (0.5 at the second run); a harvester drawing from a finite
         # pool of questions repeats some by chance, so the ramp starts above what chance gives a pool
         # about as large as the account's traffic.
@@ -116,7 +120,7 @@ class RequestShape:
                 # Share measured over the deterministic requests: a handful of retries is not a re-run.
                 ramp(replayed, 0.4, 0.8) * support(det_n, 100),
                 0.8,
-                f"{{value:.0%}} of its temperature ≤ {DETERMINISTIC_TEMPERATURE:g} requests repeat an earlier one exactly (same prompt, model "
+                f"{{value:.0%}} of its temperature ≤ {DETERMINISTIC_TEMPERATURE:g} requests repeat an earlier one exactly (same messages, model "
                 "and temperature): re-runs that return answers it already has, as benchmark and regression "
                 "runs do",
                 mitigating=True,
