@@ -2,7 +2,7 @@
 is one campaign and flagged, while benign users behind the same addresses keep their own verdicts."""
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +249,58 @@ def test_small_accounts_running_one_client_program_are_measured_by_their_campaig
     res2, _ = scan([log], tmp_path / "out2")
     flagged2 = np.isin(np.array(res2.levels, dtype=object)[oi], ["suspect", "block"])
     assert flagged2.mean() < 0.5
+
+
+def test_small_accounts_that_run_one_sampling_trick_over_shared_proxies_are_one_campaign(
+    corpora, tmp_path: Path
+) -> None:
+    """A hydra whose trick is the sampling, not the words: each small account sends a few benchmark
+    questions, each at five temperatures with log-probabilities, over a proxy ASN with one user agent. No
+    template, frame or fixed configuration is shared (the temperature varies), but every account runs the
+    sweep, and that with the network links them. People on the same network who press "regenerate" now
+    and then do not run the trick."""
+    rng = random.Random(23)
+    b = LogBuilder(seed=13)
+    ua = "python-requests/2.25.0"
+    ops = [f"sweep{j:03d}" for j in range(50)]
+    for acc in ops:
+        t = T0 + timedelta(hours=rng.random() * 10)
+        for q in rng.sample(corpora["gsm8k"] + corpora["arena"], 5):
+            for temp in (0.0, 0.4, 0.8, 1.2, 1.6):
+                t += timedelta(seconds=rng.uniform(5, 60))
+                b.add(
+                    acc,
+                    t,
+                    q,
+                    client_ip=f"100.{rng.randrange(64, 127)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                    asn=3215,
+                    user_agent=ua,
+                    temperature=temp,
+                    max_tokens=4096,
+                    logprobs=True,
+                    top_logprobs=5,
+                )
+    users = [f"user{i:02d}" for i in range(15)]
+    for i, acc in enumerate(users):
+        b.chat_user(acc, corpora["arena"], 25, ip=f"100.90.{i}.9")
+        rows = [r for r in b.rows if r["account_id"] == acc]
+        for r in rows[:2]:  # "regenerate" twice: the same conversation again
+            b.add(acc, datetime.fromisoformat(r["ts"]) + timedelta(seconds=30), r["messages"][-1]["content"])
+    for row in b.rows:
+        if row["account_id"].startswith("user"):
+            row.update(asn=3215, user_agent=ua)
+    log = b.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
+    oi = np.array([pos[a] for a in ops])
+    ui = np.array([pos[a] for a in users])
+    lab = res.campaigns.label
+    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
+    c = int(lab[oi[0]])
+    assert res.campaigns.links[c].get("recipe", 0) > 0
+    assert res.campaigns.links[c].get("template", 0) == 0 and res.campaigns.links[c].get("client", 0) == 0
+    assert res.campaigns.job_linked[oi].all()
+    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged.mean() >= 0.9
+    assert not res.campaigns.job_linked[ui].any()
+    assert all(res.levels[i] in ("ok", "watch") for i in ui)

@@ -16,9 +16,11 @@ Accounts are linked through kinds of shared evidence, each a bipartite account x
               what the operation repeats; tested only on pairs that share infrastructure
   system      the same system prompt (40+ characters)
   recipe      the same published generation recipe (a hard generator fingerprint: Self-Instruct, Evol-
-              Instruct, Orca, trace coercion) in at least `RECIPE_MIN_SHARE` of each account's traffic
-              (`RECIPE_MIN_HITS`+ prompts). A hydra's small accounts send too few prompts for their
-              templates to overlap, but each sends the recipe's meta-prompt now and then
+              Instruct, Orca, trace coercion...) in at least `RECIPE_MIN_SHARE` of each account's traffic
+              (`RECIPE_MIN_HITS`+ prompts), or the same hard sampling trick (resampling, temperature
+              sweeps: the account's finding at least half present, see `pipeline._recipe_hits`). A
+              hydra's small accounts send too few prompts for their templates to overlap, but each sends
+              the recipe's meta-prompt now and then, or runs the trick on whatever it asks
   client      the same client program: an explicit request configuration (output budget, temperature, top_p,
               n, log-probabilities) with the same model and user agent in at least `CLIENT_SHARE` of each
               account's requests. A script run from many accounts sends what it was written with; a

@@ -92,11 +92,27 @@ def score_accounts(
     return Scored(ids=ids, cols=cols, findings=findings, score=score, contrib=contrib)
 
 
-def _recipe_hits(cols: dict[str, np.ndarray], cfg: Config) -> np.ndarray | None:
-    """Per account, the matches of each hard generator fingerprint (the recipes campaigns link on)."""
+# A hard sampling trick (resampling, temperature sweeps) is an account's recipe when its finding is at least
+# this strong: a chat user who presses "regenerate" now and then resamples a few prompts, not half of them.
+TRICK_STRENGTH = 0.5
+
+
+def _recipe_hits(acc: Scored, cfg: Config) -> np.ndarray | None:
+    """Per account, its matches of each recipe campaigns link on: the hard generator fingerprints (matches
+    counted), and the hard sampling tricks, which count as every exchange of an account that runs one (its
+    finding at TRICK_STRENGTH or more). An operation that sweeps temperatures or resamples over many small
+    accounts shares no template and no fixed configuration (the temperature varies), but it runs the trick
+    in each."""
+    cols = acc.cols
     names = [h.split(".", 1)[1] for h in cfg.scoring.hard if h.startswith("fingerprint.")]
     have = [
         np.nan_to_num(np.asarray(cols[f"fp_{k}_n"], dtype=np.float64)) for k in names if f"fp_{k}_n" in cols
+    ]
+    vol = np.nan_to_num(np.asarray(cols["n_exchanges"], dtype=np.float64))
+    have += [
+        np.where(f.strength >= TRICK_STRENGTH, vol, 0.0)
+        for f in acc.findings
+        if f.name.startswith("shape.") and f.name in cfg.scoring.hard
     ]
     return np.stack(have, axis=1) if have else None
 
@@ -177,7 +193,7 @@ def score_exchanges(
         cfg.scan.campaign_min_link_types,
         topics=topics,
         volume=acc.cols["n_exchanges"],
-        recipes=_recipe_hits(acc.cols, cfg),
+        recipes=_recipe_hits(acc, cfg),
     )
     tm["campaigns"] = time.perf_counter() - t0
 
