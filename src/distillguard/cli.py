@@ -80,6 +80,12 @@ def simulate_cmd(
     exclude_strategies: str | None = typer.Option(
         None, "--exclude-strategies", help="Attack strategies to leave out, comma-separated."
     ),
+    add_strategies: str | None = typer.Option(
+        None,
+        "--add-strategies",
+        help="Held-out strategies to add to the default mix, comma-separated (agentic_tool_use, "
+        "persona_synthesis, paraphrase_harvest: never in the default mix the detector was tuned on).",
+    ),
     attack_fraction: float = typer.Option(0.15, "--attack-fraction", help="Share of attacker accounts."),
     hydra_size: int | None = typer.Option(
         None,
@@ -98,7 +104,7 @@ def simulate_cmd(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from distillguard.simulate import STRATEGIES, SimConfig, labels_path_for, simulate
+    from distillguard.simulate import ALL_STRATEGIES, SimConfig, labels_path_for, simulate
 
     def names(s: str | None) -> tuple[str, ...] | None:
         if s is None:
@@ -120,9 +126,10 @@ def simulate_cmd(
     if volume <= 0:
         fail("--volume must be positive")
     chosen, excluded = names(strategies), names(exclude_strategies) or ()
-    unknown = sorted({*(chosen or ()), *excluded} - set(STRATEGIES))
+    added = names(add_strategies) or ()
+    unknown = sorted({*(chosen or ()), *excluded, *added} - set(ALL_STRATEGIES))
     if unknown:
-        fail(f"unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+        fail(f"unknown strategies {', '.join(unknown)}; known: {', '.join(ALL_STRATEGIES)}")
     cfg = SimConfig(
         accounts=accounts,
         days=days,
@@ -132,6 +139,7 @@ def simulate_cmd(
         hydra_size=hydra_size,
         strategies=chosen,
         exclude=excluded,
+        extra=added,
         volume=volume,
     )
     labels_path = labels or labels_path_for(out)

@@ -300,3 +300,38 @@ def test_capability_sweeps_do_not_replay_answers_they_have(tmp_path: Path) -> No
     assert seen and max(seen.values()) == 1
     # and some sweeps did go round again (at 1,000-3,000 requests a day over a 384-question code set)
     assert sum(1 for v in passes.values() if v) >= 1
+
+
+def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
+    """The held-out strategies are never in the default mix (the detector's tuning never saw them); named,
+    they write canonical exchanges (tool-call turns included) in both formats."""
+    from distillguard.simulate import ALL_STRATEGIES
+    from distillguard.simulate.held_out import HELD_OUT
+
+    assert not set(HELD_OUT) & set(STRATEGIES) and set(ALL_STRATEGIES) == {*STRATEGIES, *HELD_OUT}
+    default = build(SimConfig(accounts=300, days=1))
+    assert not {a.strategy for a in default.accounts} & set(HELD_OUT)
+    added = build(SimConfig(accounts=300, days=1, extra=tuple(HELD_OUT)))
+    assert set(HELD_OUT) <= {a.strategy for a in added.accounts}
+    cfg = SimConfig(accounts=60, days=1, seed=4, strategies=tuple(HELD_OUT), volume=0.1, exact=False)
+    out = tmp_path / "h.jsonl"
+    simulate(cfg, out, workers=1)
+    labels = read_labels(labels_path_for(out))
+    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    for line, row in zip(out.read_bytes().splitlines(keepends=True), rows, strict=True):
+        assert dump_line(validate(row)) == line
+    by = _by_account(rows, labels)
+    tool_rows = [r for a, rs in by.items() if labels[a]["strategy"] == "agentic_tool_use" for r in rs]
+    assert tool_rows and all(r.get("n_tools", 0) >= 3 for r in tool_rows)
+    # most requests continue a trajectory: the task again as the last user message, then tool turns
+    assert sum(len(r["messages"]) > 1 for r in tool_rows) > len(tool_rows) / 3
+    assert any(m["role"] == "tool" for r in tool_rows for m in r["messages"])
+    persona = [r for a, rs in by.items() if labels[a]["strategy"] == "persona_synthesis" for r in rs]
+    assert sum("persona" in r["messages"][0]["content"] for r in persona) > len(persona) / 4
+    res = run_cli(
+        "--accounts 300 --days 1 --volume 0.05 --add-strategies agentic_tool_use --out", tmp_path / "c.jsonl"
+    )
+    assert res.exit_code == 0, res.output
+    assert "agentic_tool_use" in (tmp_path / "c.labels.csv").read_text()
+    bad = run_cli("--accounts 300 --days 1 --add-strategies nope --out", tmp_path / "d.jsonl")
+    assert bad.exit_code != 0 and "unknown strategies" in bad.output

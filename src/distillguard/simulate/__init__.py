@@ -4,6 +4,7 @@ plus a labels file (`distillguard simulate`). Used to tune and evaluate detectio
 from distillguard.simulate.attacks import STRATEGIES, AttackStrategy, Seat
 from distillguard.simulate.personas import PERSONA_WEIGHTS, PERSONAS
 from distillguard.simulate.run import (
+    ALL_STRATEGIES,
     Population,
     SimConfig,
     Summary,
@@ -14,6 +15,7 @@ from distillguard.simulate.run import (
 )
 
 __all__ = [
+    "ALL_STRATEGIES",
     "PERSONAS",
     "PERSONA_WEIGHTS",
     "STRATEGIES",

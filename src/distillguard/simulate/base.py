@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
 from distillguard.exchange import Exchange
 from distillguard.simulate.corpora import Corpora
@@ -217,7 +218,8 @@ class World:
         sp = req.get("system_prompt")
         ptok = 4 + (ntok(sp) if sp else 0)
         for m in req["messages"]:
-            ptok += 4 + ntok(m["content"])
+            # an assistant turn that only calls tools has no content; its call's arguments count instead
+            ptok += 4 + ntok(m["content"] or orjson.dumps(m.get("tool_calls")).decode())
         u = rand()
         if u < acct.p429:
             rec["latency_ms"] = round(3 + rand() * 40, 1)

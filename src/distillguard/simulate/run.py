@@ -33,8 +33,9 @@ import orjson
 from distillguard.exchange import Exchange, validate
 from distillguard.ingest.native import dump_line
 from distillguard.simulate import corpora
-from distillguard.simulate.attacks import STRATEGIES, Seat
+from distillguard.simulate.attacks import STRATEGIES, AttackStrategy, Seat
 from distillguard.simulate.base import DAY, HOUR, Account, World
+from distillguard.simulate.held_out import HELD_OUT
 from distillguard.simulate.network import (
     NetProfile,
     nat_pool,
@@ -47,6 +48,9 @@ from distillguard.simulate.personas import PERSONA_WEIGHTS, PERSONAS
 from distillguard.simulate.responses import Bank
 
 HYDRA = "hydra"
+# The default mix, then the held-out strategies (simulate.held_out), named only on request. Appended, so a
+# default strategy's random stream (seeded by its index here) does not move.
+ALL_STRATEGIES: dict[str, type[AttackStrategy]] = {**STRATEGIES, **HELD_OUT}
 OTLP_SERVICE = "acme-api-gateway"
 OTLP_BATCH = 64  # spans per OTLP line, about what a collector's batch processor emits
 
@@ -83,8 +87,9 @@ class SimConfig:
     hydra_fraction: float = 0.04
     hydra_size: int | None = None
     min_per_strategy: int = 2
-    strategies: tuple[str, ...] | None = None  # None: every registered strategy
+    strategies: tuple[str, ...] | None = None  # None: every default strategy (plus `extra`)
     exclude: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()  # held-out strategies added to the default mix
     persona_weights: dict[str, float] = field(default_factory=lambda: dict(PERSONA_WEIGHTS))
     strategy_weights: dict[str, float] = field(default_factory=dict)  # default 1 each (hydra sized apart)
     release_at: datetime | None = None  # default: a third into the window, 17:00 UTC
@@ -94,11 +99,11 @@ class SimConfig:
     volume: float = 1.0  # scale on every account's daily requests (0.1: a light log for tests and demos)
 
     def enabled(self) -> list[str]:
-        names = list(STRATEGIES) if self.strategies is None else list(self.strategies)
-        unknown = [n for n in [*names, *self.exclude] if n not in STRATEGIES]
+        names = [*STRATEGIES, *self.extra] if self.strategies is None else list(self.strategies)
+        unknown = [n for n in [*names, *self.exclude, *self.extra] if n not in ALL_STRATEGIES]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
-        return [n for n in STRATEGIES if n in names and n not in self.exclude]
+            raise ValueError(f"unknown strategies {unknown}; known: {', '.join(ALL_STRATEGIES)}")
+        return [n for n in ALL_STRATEGIES if n in names and n not in self.exclude]
 
 
 @dataclass
@@ -236,8 +241,8 @@ def build(cfg: SimConfig) -> Population:
     # attack ------------------------------------------------------------------------------------------
     n_campaigns = 0
     for name, count in attack_n.items():
-        strat = STRATEGIES[name]()
-        srng = np.random.default_rng([cfg.seed, 0xA7, list(STRATEGIES).index(name)])
+        strat = ALL_STRATEGIES[name]()
+        srng = np.random.default_rng([cfg.seed, 0xA7, list(ALL_STRATEGIES).index(name)])
         for size in strat.campaign_sizes(count, srng):
             n_campaigns += 1
             cid = f"camp_{n_campaigns:03d}"
