@@ -53,6 +53,7 @@ class ScoringConfig(BaseModel):
             "coverage.breadth": 1.0,
             "shape.max_tokens": 2.0,
             "shape.logprobs": 1.0,
+            "shape.tool_variety": 1.5,
             "timing.regular": 2.0,
             "timing.round_the_clock": 1.5,
             "volume.vs_peers": 1.0,

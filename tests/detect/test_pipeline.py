@@ -348,3 +348,23 @@ def test_agent_loops_are_not_resampling(builder: LogBuilder, corpora, tmp_path: 
         i = ids.index(acc)
         assert f["shape.multi_sample"].value[i] == 0.0, acc
         assert f["shape.deterministic_replay"].value[i] == 0.0, acc
+
+
+def test_a_new_set_of_tools_per_task_is_synthetic_tool_use(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """Synthetic tool-use data samples a new set of tools for every task; an application offers its own."""
+    t = T0 + timedelta(hours=8)
+    for k in range(80):
+        t += timedelta(seconds=300)
+        task = corpora["arena"][k]
+        builder.add("toolsynth", t, task, n_tools=3 + (k * 5) % 8, client_ip="203.0.113.40")
+        builder.add("agent_app", t, task, n_tools=6, client_ip="198.51.100.41")
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = next(x for x in res.accounts.findings if x.name == "shape.tool_variety")
+    assert f.value[ids.index("toolsynth")] == 8 and f.strength[ids.index("toolsynth")] == 1.0
+    assert f.value[ids.index("agent_app")] == 1 and f.strength[ids.index("agent_app")] == 0.0
+    ev = {e.signal for e in res.evidence[ids.index("toolsynth")]}
+    assert "shape.tool_variety" in ev

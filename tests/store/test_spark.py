@@ -331,6 +331,15 @@ def _write_log(path: Path) -> int:
             client_ip="198.51.100.90",
             max_tokens=4096,
         )
+    # A synthetic tool-use harvest: a different number of tools offered with every task.
+    for k in range(60):
+        b.add(
+            "toolsynth",
+            T0 + timedelta(hours=22, seconds=k * 600),
+            _topic_prompt(rng),
+            client_ip="198.51.100.91",
+            n_tools=3 + k % 8,
+        )
     # A few long prompts: the head-and-tail cuts (600 characters for skeletons, 6000 for patterns).
     for k in range(6):
         long_prompt = f"Summarize this report {k}: " + "The committee met and discussed the budget. " * (

@@ -51,11 +51,12 @@ PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("cot.elicitation", "cot.reasoning_effort", "fingerprint.trace_coercion"),
     ),
     "benchmark_sweep": (
-        "Benchmark sweep: requests that walk through a capability area (maths, code, reasoning) or grade "
-        "answers, as capability extraction does.",
+        "Benchmark sweep: requests that walk through a capability area (maths, code, reasoning, tool use) or "
+        "grade answers, as capability extraction does.",
         (
             "coverage.breadth",
             "coverage.capability_focus",
+            "shape.tool_variety",
             "fingerprint.rubric_judge",
             "release.fast_adoption",
         ),

@@ -1,5 +1,6 @@
 """Request shape: what a harvester asks for per call. Always-maximal output tokens, n>1, the same prompt
-sampled many times at non-zero temperature, temperature sweeps, log-probabilities; and, mitigating,
+sampled many times at non-zero temperature, temperature sweeps, log-probabilities, a different set of
+tools offered from task to task; and, mitigating,
 the same prompts put to several models, and the same prompts replayed deterministically, which is what
 evaluation harnesses do."""
 
@@ -38,6 +39,8 @@ class RequestShape:
         # Answered requests only: retrying a refused or failed call is not a re-run.
         # (with a little slack: a float32 temperature column holds 0.3 as 0.30000001, and engines differ
         # in which width they compare at)
+        # How many tools the request offers, when it offers any (the row keeps the count, not the set).
+        "tool_count": "CASE WHEN coalesce(n_tools, 0) > 0 THEN n_tools END",
         "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE + 1e-6} AND coalesce(n, 1) = 1 "
         "AND coalesce(status, 200) < 400 THEN concat(rkey, '|', model, '|', CAST(temperature AS STRING)) END",
     }
@@ -55,6 +58,8 @@ class RequestShape:
         "out_tokens_avg": "avg(out_tokens)",
         "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
         "prompt_models": "count(DISTINCT pm_key)",
+        "tooled_n": "count(tool_count)",
+        "tool_sizes": "count(DISTINCT tool_count)",
         "det_n": "count(det_key)",
         "det_distinct": "count(DISTINCT det_key)",
     }
@@ -124,6 +129,16 @@ class RequestShape:
                 "and temperature): re-runs that return answers it already has, as benchmark and regression "
                 "runs do",
                 mitigating=True,
+            ),
+            Finding(
+                "shape.tool_variety",
+                np.asarray(cols["tool_sizes"], dtype=np.float64),
+                # An application offers its tools (a few configurations at most: a server toggled on or
+                # off); synthetic tool-use data (APIGen, ToolACE) samples a new set of tools per task.
+                ramp(np.asarray(cols["tool_sizes"], dtype=np.float64), 2.0, 5.0)
+                * support(cols["tooled_n"], 50),
+                5.0,
+                "{value:.0f} different numbers of tools offered across its tool-use requests",
             ),
             Finding(
                 "shape.logprobs",
