@@ -100,6 +100,28 @@ def test_word_pairs_do_not_depend_on_the_batch() -> None:
     assert len(set(h[d == 0].tolist())) == 5 and not (d == 2).any()
 
 
+def _assert_recipe_hydra(
+    log: Path, tmp_path: Path, ops: list[str], users: list[str], not_shared: tuple[str, ...]
+) -> None:
+    """The operation's accounts are one campaign linked by a recipe (and by none of `not_shared`), job-linked
+    and flagged; the users on its network are neither job-linked nor above watch."""
+    res, _ = scan([log], tmp_path / "out")
+    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
+    oi = np.array([pos[a] for a in ops])
+    ui = np.array([pos[a] for a in users])
+    lab = res.campaigns.label
+    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
+    c = int(lab[oi[0]])
+    assert res.campaigns.links[c].get("recipe", 0) > 0
+    assert all(res.campaigns.links[c].get(k, 0) == 0 for k in not_shared)
+    assert res.campaigns.job_linked[oi].all()
+    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged.mean() >= 0.9
+    # the users share the network but not the recipe: never job-linked, never above watch
+    assert not res.campaigns.job_linked[ui].any()
+    assert all(res.levels[i] in ("ok", "watch") for i in ui)
+
+
 META = (
     "Come up with {n} diverse task instructions for training a language model, each with an input and an "
     "ideal output. Here are examples:\n{ex}",
@@ -148,22 +170,9 @@ def test_small_accounts_that_send_one_recipe_over_shared_proxies_are_one_campaig
     for row in b.rows:
         if row["account_id"].startswith("user"):
             row.update(asn=64500, user_agent="python-requests/2.32.3")
-    log = b.write(tmp_path / "log.jsonl")
-    res, _ = scan([log], tmp_path / "out")
-    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
-    oi = np.array([pos[a] for a in ops])
-    ui = np.array([pos[a] for a in users])
-    lab = res.campaigns.label
-    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
-    c = int(lab[oi[0]])
-    assert res.campaigns.links[c].get("recipe", 0) > 0
-    assert res.campaigns.links[c].get("template", 0) == 0 and res.campaigns.links[c].get("frame", 0) == 0
-    assert res.campaigns.job_linked[oi].all()
-    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
-    assert flagged.mean() >= 0.9
-    # the users share the network but not the recipe: never job-linked, never above watch
-    assert not res.campaigns.job_linked[ui].any()
-    assert all(res.levels[i] in ("ok", "watch") for i in ui)
+    _assert_recipe_hydra(
+        b.write(tmp_path / "log.jsonl"), tmp_path, ops, users, not_shared=("template", "frame")
+    )
 
 
 def _client_hydra(corpora: dict[str, list[str]], tmp_path: Path) -> tuple[Path, list, list, list]:
@@ -289,18 +298,6 @@ def test_small_accounts_that_run_one_sampling_trick_over_shared_proxies_are_one_
     for row in b.rows:
         if row["account_id"].startswith("user"):
             row.update(asn=3215, user_agent=ua)
-    log = b.write(tmp_path / "log.jsonl")
-    res, _ = scan([log], tmp_path / "out")
-    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
-    oi = np.array([pos[a] for a in ops])
-    ui = np.array([pos[a] for a in users])
-    lab = res.campaigns.label
-    assert (lab[oi] >= 0).all() and len(set(lab[oi].tolist())) == 1
-    c = int(lab[oi[0]])
-    assert res.campaigns.links[c].get("recipe", 0) > 0
-    assert res.campaigns.links[c].get("template", 0) == 0 and res.campaigns.links[c].get("client", 0) == 0
-    assert res.campaigns.job_linked[oi].all()
-    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
-    assert flagged.mean() >= 0.9
-    assert not res.campaigns.job_linked[ui].any()
-    assert all(res.levels[i] in ("ok", "watch") for i in ui)
+    _assert_recipe_hydra(
+        b.write(tmp_path / "log.jsonl"), tmp_path, ops, users, not_shared=("template", "client")
+    )
