@@ -44,3 +44,25 @@ def test_moving_traffic_counts_only_with_traffic_before_the_release(builder, cor
     assert w["mover"] > 2.0  # full strength: 3.0 by default, scaled by support
     assert w["newcomer"] == 0.0  # the same adoption share, but nothing was moved
     assert w["cust00"] == 0.0
+
+
+def test_a_harness_that_adds_the_new_model_beside_the_old_compares_it(
+    builder, corpora, tmp_path: Path
+) -> None:
+    """A harness that ran its set on the old model the day before, and on release day runs the same set on
+    the new model and the old one: half its traffic goes to the new model, none of it moved there."""
+    arena = corpora["arena"][:150]
+    for i in range(30):
+        _steady(builder, f"cust{i:02d}", corpora["arena"], T0 + timedelta(minutes=i), 47, 60, 0.1)
+    _steady(builder, "mover", corpora["arena"], T0, 47, 120, 0.9)
+    for k, p in enumerate(arena):
+        builder.add("harness", T0 + timedelta(hours=2, seconds=20 * k), p, max_tokens=800)
+    for k, p in enumerate(arena):
+        t = RELEASE + timedelta(hours=1, seconds=20 * k)
+        builder.add("harness", t, p, model="acme-next", max_tokens=800)
+        builder.add("harness", t + timedelta(seconds=5), p, max_tokens=800)
+    res, _ = scan([builder.write(tmp_path / "log.jsonl")], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = next(x for x in res.accounts.findings if x.name == "release.fast_adoption")
+    assert f.value[ids.index("harness")] == 0.0 and f.strength[ids.index("harness")] == 0.0
+    assert f.value[ids.index("mover")] > 0.6 and f.strength[ids.index("mover")] > 0.6

@@ -9,6 +9,8 @@ compared with the median adoption of all accounts active in that window.
 `WINDOW_H` hours before the release (full at `BEFORE_FULL`). An evaluation run that starts after the
 release and tries the new model beside the old ones has no earlier traffic and moved nothing; a harvester
 that switches within hours does (reports of 2026 describe a campaign moving half its traffic within 24 h).
+Nor is traffic moved when the new model gets prompts the account also puts to another model: a harness
+already running before the release that adds the new model beside the old one, on the same set, compares.
 """
 
 from __future__ import annotations
@@ -35,7 +37,20 @@ class ReleaseReaction:
         "rel_on_new": f"CASE WHEN model_first_t >= log_start_t + {NEW_AFTER_H * 3600} AND t < model_first_t + {WINDOW_H * 3600} "
         "THEN 1 ELSE 0 END",
     }
-    extra_sql: ClassVar[str | None] = None
+    # Requests to the new model, in its first day, of prompts the same account also put to another model:
+    # an evaluation comparing the new model with the old on the same set, not traffic moved to it.
+    tables: ClassVar[dict[str, str]] = {
+        "dg_release_compared": """
+SELECT r.exchange_id FROM {rows} r
+JOIN (SELECT account_id, pkey FROM {rows} GROUP BY account_id, pkey HAVING count(DISTINCT model) > 1) m
+  ON r.account_id = m.account_id AND r.pkey = m.pkey
+WHERE r.rel_on_new = 1
+"""
+    }
+    extra_sql: ClassVar[str | None] = (
+        "SELECT s.account_id, count(DISTINCT s.exchange_id) AS rel_compared_n FROM {source} s "
+        "JOIN dg_release_compared c ON s.exchange_id = c.exchange_id GROUP BY s.account_id"
+    )
     account_columns: ClassVar[dict[str, str]] = {
         "rel_window_n": "sum(rel_window)",
         "rel_on_new_n": "sum(rel_on_new)",
@@ -44,7 +59,7 @@ class ReleaseReaction:
 
     def evaluate(self, cols: Columns) -> list[Finding]:
         win = np.asarray(cols["rel_window_n"], dtype=np.float64)
-        share = safe_div(cols["rel_on_new_n"], win)
+        share = _moved_share(cols)
         # The baseline is the accounts' median; parts of accounts (client slices) are given it.
         base = float(cols["release_base"][0]) if "release_base" in cols else adoption_base(cols)
         lift = share - base
@@ -62,6 +77,14 @@ class ReleaseReaction:
 def adoption_base(cols: Columns) -> float:
     """Median share of requests sent to the new model in its first 24 h, over the active units."""
     win = np.asarray(cols["rel_window_n"], dtype=np.float64)
-    share = safe_div(cols["rel_on_new_n"], win)
+    share = _moved_share(cols)
     active = win >= 5
     return float(np.median(share[active])) if active.any() else 0.0
+
+
+def _moved_share(cols: Columns) -> np.ndarray:
+    """Share of the release window's requests that went to the new model with prompts the account did not
+    also put to another model (those compare the models; they move nothing)."""
+    compared = np.nan_to_num(np.asarray(cols.get("rel_compared_n", 0.0), dtype=np.float64))
+    moved = np.maximum(np.asarray(cols["rel_on_new_n"], dtype=np.float64) - compared, 0.0)
+    return safe_div(moved, cols["rel_window_n"])

@@ -123,8 +123,10 @@ class RequestShape:
                 "shape.deterministic_replay",
                 replayed,
                 # Share measured over the deterministic requests: a handful of retries is not a re-run.
-                ramp(replayed, 0.4, 0.8) * support(det_n, 100),
-                0.8,
+                # Full at 60%: most of its deterministic traffic is its own earlier requests again (a third
+                # run of the same set is 67%); a second run (50%) is half of it.
+                ramp(replayed, 0.4, 0.6) * support(det_n, 100),
+                0.6,
                 f"{{value:.0%}} of its temperature ≤ {DETERMINISTIC_TEMPERATURE:g} requests repeat an earlier one exactly (same messages, model "
                 "and temperature): re-runs that return answers it already has, as benchmark and regression "
                 "runs do",
