@@ -41,7 +41,8 @@ own evidence measured over more exchanges (see `scan.campaign_inherit_floor` and
 `Campaigns.client_job` marks the members linked by the same client program and infrastructure whose topic
 mix is the campaign's (cosine >= `CLIENT_TOPIC_MIN` with the other members' pooled topics): a hydra
 member too small for its own templates to show runs the campaign's program on the campaign's subjects.
-Its inheritance also needs its own traffic to have no mitigating evidence (decided by the pipeline).
+Its inheritance also needs its own traffic to look like a script's: a machine's pace and no mitigating
+evidence (decided by the pipeline, `pipeline._scripted`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import pyarrow as pa
 from scipy.sparse import csr_matrix, vstack
 from scipy.sparse.csgraph import connected_components
 
-from distillguard.detect.features import CLIENT_PARAMS
+from distillguard.detect.features import client_params_sql
 from distillguard.detect.minhash import _mix
 from distillguard.detect.skeletons import MIN_TEMPLATE_CHARS, Templates
 from distillguard.store.engine import Engine
@@ -81,13 +82,16 @@ SELECT account_id, 'device' AS kind, device_fp AS k FROM exchanges WHERE device_
   GROUP BY account_id, device_fp
 """
 
-# Each account's requests per client program (sampling parameters, model, user agent). Requests that set
-# neither an output budget nor a temperature carry a front-end's or SDK's defaults, shared by everybody.
-CLIENT_SQL = """
-SELECT account_id, {hash(concat(%s, '|', coalesce(model, '-'), '|', coalesce(user_agent, '-')))} AS k,
-       count(*) AS c
+# Each account's requests per client program (the client key's parameters, model, user agent). Requests
+# that set neither an output budget nor a temperature carry a front-end's or SDK's defaults, shared by
+# everybody.
+_CLIENT = (
+    f"{{hash(concat({client_params_sql()}, '|', coalesce(model, '-'), '|', coalesce(user_agent, '-')))}}"
+)
+CLIENT_SQL = f"""
+SELECT account_id, {_CLIENT} AS k, count(*) AS c
 FROM exchanges WHERE max_tokens IS NOT NULL OR temperature IS NOT NULL
-GROUP BY account_id, {hash(concat(%s, '|', coalesce(model, '-'), '|', coalesce(user_agent, '-')))}
+GROUP BY account_id, {_CLIENT}
 """
 
 SYNC_SQL = """
@@ -144,7 +148,8 @@ class Campaigns:
     ids: list[str]  # campaign id per campaign index
     links: list[dict[str, int]] = field(default_factory=list)  # per campaign: linked pairs per kind
     members: list[np.ndarray] = field(default_factory=list)  # account indices per campaign
-    # per account: linked to another member of its campaign by a shared template or frame and infrastructure
+    # per account: linked to another member of its campaign by a shared template, frame or recipe and
+    # infrastructure
     job_linked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # per account: linked by the same client program and infrastructure, on the campaign's topics
     client_job: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -320,8 +325,7 @@ def _client_links(
     engine: Engine, idx: dict[str, int], n: int, volume: np.ndarray | None, max_accounts: int
 ) -> csr_matrix | None:
     """Account pairs whose main client program (CLIENT_SHARE+ of their requests) is the same explicit one."""
-    params = ", '|', ".join(f"coalesce(lower(CAST({c} AS STRING)), '-')" for c in CLIENT_PARAMS)
-    t = engine.query(CLIENT_SQL % (params, params))
+    t = engine.query(CLIENT_SQL)
     a = np.array([idx.get(x, -1) for x in t.column("account_id").to_pylist()], dtype=np.int64)
     c = np.asarray(t.column("c").to_numpy(zero_copy_only=False), dtype=np.float64)
     vol = np.asarray(volume, dtype=np.float64) if volume is not None else None
@@ -411,7 +415,7 @@ def link(
     recipes: np.ndarray | None = None,
 ) -> Campaigns:
     """Link `accounts` into campaigns. `recipes` (accounts x recipes) holds each account's matches of the
-    hard generator fingerprints; `topics` its topic counts; `volume` its exchanges."""
+    hard generator fingerprints and sampling tricks; `topics` its topic counts; `volume` its exchanges."""
     n = len(accounts)
     idx = {a: i for i, a in enumerate(accounts)}
     infra: pa.Table = engine.query(INFRA_SQL)
@@ -479,9 +483,13 @@ def link(
         job_linked = np.diff(job.indptr) > 0
     else:
         job_linked = np.zeros(n, dtype=bool)
-    client_pairs = strong.multiply(per_kind["client"]).tocsr() if "client" in per_kind else None
-    if client_pairs is not None:
+    # per account: linked to another member by its client program and infrastructure
+    if "client" in per_kind and topics is not None:
+        client_pairs = strong.multiply(per_kind["client"]).tocsr()
         client_pairs.eliminate_zeros()
+        client_linked = np.diff(client_pairs.indptr) > 0
+    else:
+        client_linked = None
     client_job = np.zeros(n, dtype=bool)
     _, comp = connected_components(strong, directed=False)
     sizes = np.bincount(comp, minlength=comp.max() + 1 if n else 0)
@@ -497,9 +505,8 @@ def link(
     for ci, c in enumerate(order):
         mem = np.flatnonzero(comp == c)
         label[mem] = ci
-        if client_pairs is not None and topics is not None:
-            has_client = np.diff(client_pairs.indptr)[mem] > 0
-            client_job[mem] = has_client & _on_campaign_topics(topics, mem)
+        if client_linked is not None and topics is not None:
+            client_job[mem] = client_linked[mem] & _on_campaign_topics(topics, mem)
         ids.append(f"C{ci + 1:04d}")
         members.append(mem)
         sub = {}

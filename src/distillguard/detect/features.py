@@ -37,11 +37,14 @@ _PROMPT_CUT = _cut("e.prompt")
 # account's client slices (see `detect.slices`). Not the model (a harvester switches models, a harness
 # compares them), nor parameters only some models take (reasoning effort), so one program is one slice.
 CLIENT_PARAMS = ("max_tokens", "temperature", "top_p", "n", "logprobs", "top_logprobs")
-CLIENT_KEY_SQL = (
-    "{hash(concat("
-    + ", '|', ".join(f"coalesce(lower(CAST(e.{c} AS STRING)), '-')" for c in CLIENT_PARAMS)
-    + "))}"
-)
+
+
+def client_params_sql(alias: str = "") -> str:
+    """A request's client parameters as one SQL string expression (`alias`: the table's, with its dot)."""
+    return ", '|', ".join(f"coalesce(lower(CAST({alias}{c} AS STRING)), '-')" for c in CLIENT_PARAMS)
+
+
+CLIENT_KEY_SQL = "{hash(concat(" + client_params_sql("e.") + "))}"
 BASE_COLUMNS = (
     """
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,

@@ -31,6 +31,7 @@ from distillguard.simulate.attacks import (
     _mix,
     _payment,
     _pick,
+    _sizes,
     question,
 )
 from distillguard.simulate.base import Account, World
@@ -286,12 +287,7 @@ class ParaphraseHarvest:
     name: ClassVar[str] = "paraphrase_harvest"
 
     def campaign_sizes(self, n: int, rng: np.random.Generator) -> list[int]:
-        out = []
-        while n > 0:
-            k = min(n, int(rng.integers(1, 4)))
-            out.append(k)
-            n -= k
-        return out
+        return _sizes(n, rng, 1, 3)
 
     def seats(self, world: World, size: int, rng: np.random.Generator) -> list[Seat]:
         kit = ParaphraseKit(world, rng)
