@@ -36,11 +36,11 @@ class RequestShape:
         "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(rkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
+        # How many tools the request offers, when it offers any (the row keeps the count, not the set).
+        "tool_count": "CASE WHEN coalesce(n_tools, 0) > 0 THEN n_tools END",
         # Answered requests only: retrying a refused or failed call is not a re-run.
         # (with a little slack: a float32 temperature column holds 0.3 as 0.30000001, and engines differ
         # in which width they compare at)
-        # How many tools the request offers, when it offers any (the row keeps the count, not the set).
-        "tool_count": "CASE WHEN coalesce(n_tools, 0) > 0 THEN n_tools END",
         "det_key": f"CASE WHEN temperature <= {DETERMINISTIC_TEMPERATURE + 1e-6} AND coalesce(n, 1) = 1 "
         "AND coalesce(status, 200) < 400 THEN concat(rkey, '|', model, '|', CAST(temperature AS STRING)) END",
     }
@@ -88,6 +88,7 @@ class RequestShape:
         # about as large as the account's traffic.
         det_n = np.asarray(cols["det_n"], dtype=np.float64)
         replayed = np.where(det_n > 0, 1.0 - safe_div(cols["det_distinct"], det_n), 0.0)
+        tool_sizes = np.asarray(cols["tool_sizes"], dtype=np.float64)
         return [
             Finding(
                 "shape.max_tokens",
@@ -134,11 +135,10 @@ class RequestShape:
             ),
             Finding(
                 "shape.tool_variety",
-                np.asarray(cols["tool_sizes"], dtype=np.float64),
+                tool_sizes,
                 # An application offers its tools (a few configurations at most: a server toggled on or
                 # off); synthetic tool-use data (APIGen, ToolACE) samples a new set of tools per task.
-                ramp(np.asarray(cols["tool_sizes"], dtype=np.float64), 2.0, 5.0)
-                * support(cols["tooled_n"], 50),
+                ramp(tool_sizes, 2.0, 5.0) * support(cols["tooled_n"], 50),
                 5.0,
                 "{value:.0f} different numbers of tools offered across its tool-use requests",
             ),
