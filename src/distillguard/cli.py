@@ -104,7 +104,7 @@ def simulate_cmd(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from distillguard.simulate import ALL_STRATEGIES, SimConfig, labels_path_for, simulate
+    from distillguard.simulate import SimConfig, labels_path_for, simulate
 
     def names(s: str | None) -> tuple[str, ...] | None:
         if s is None:
@@ -126,10 +126,6 @@ def simulate_cmd(
     if volume <= 0:
         fail("--volume must be positive")
     chosen, excluded = names(strategies), names(exclude_strategies) or ()
-    added = names(add_strategies) or ()
-    unknown = sorted({*(chosen or ()), *excluded, *added} - set(ALL_STRATEGIES))
-    if unknown:
-        fail(f"unknown strategies {', '.join(unknown)}; known: {', '.join(ALL_STRATEGIES)}")
     cfg = SimConfig(
         accounts=accounts,
         days=days,
@@ -139,9 +135,13 @@ def simulate_cmd(
         hydra_size=hydra_size,
         strategies=chosen,
         exclude=excluded,
-        extra=added,
+        extra=names(add_strategies) or (),
         volume=volume,
     )
+    try:
+        cfg.enabled()  # names every unknown strategy
+    except ValueError as e:
+        fail(str(e))
     labels_path = labels or labels_path_for(out)
     with Progress(
         TextColumn("[bold]simulating"),

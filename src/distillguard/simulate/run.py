@@ -102,7 +102,7 @@ class SimConfig:
         names = [*STRATEGIES, *self.extra] if self.strategies is None else list(self.strategies)
         unknown = [n for n in [*names, *self.exclude, *self.extra] if n not in ALL_STRATEGIES]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {', '.join(ALL_STRATEGIES)}")
+            raise ValueError(f"unknown strategies {', '.join(unknown)}; known: {', '.join(ALL_STRATEGIES)}")
         return [n for n in ALL_STRATEGIES if n in names and n not in self.exclude]
 
 
