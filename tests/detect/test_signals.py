@@ -20,10 +20,22 @@ POSITIVE = {
         # the Self-Instruct paper's own prompt: seed tasks, then the next number left open
         "Come up with a series of tasks:\n\nTask 1: Give three tips for staying healthy.\nTask 2: Sort "
         "these numbers.\nTask 3:",
+        # Alpaca's demonstrations and placeholder, under a paraphrased frame
+        "You write training data. Produce twenty new records like these.\n###\n1. Instruction: Sort the list.\n"
+        "1. Input:\n3, 1, 2\n1. Output:\n1, 2, 3",
+        "Make up new tasks in the same style; where a task needs no context, write <noinput>.",
     ],
     "evol_instruct": [
         "I want you act as a Prompt Rewriter. #Given Prompt#: sort a list. #Rewritten Prompt#:",
         "Please increase the difficulty of the given programming test question a bit.",
+        # WizardLM's published methods inside a paraphrased frame, and the recipe in other words
+        "Make this prompt a bit harder. Method: If the prompt contains inquiries about certain issues, the "
+        "depth and breadth of the inquiry can be increased.\n\nPrompt: why is the sky blue?",
+        "Rewrite it: please add one more constraints/requirements into the prompt. Prompt: plan a trip.",
+        "Provide a piece of erroneous code as a reference to increase misdirection.\n\nQuestion: reverse a list.",
+        "Your job is to evolve the given instruction.\nInstruction: list three fruits.",
+        "Rewrite the following question so that it requires deeper reasoning.\nQuestion: what is 2+2?",
+        "Use this technique: add a twist. Original prompt:\nwrite a haiku\n\nHarder prompt:",
     ],
     "orca_system": [
         "You are an AI assistant. User will you give you a task. Your goal is to complete the task as faithfully "
@@ -73,6 +85,12 @@ NEGATIVE = [
     "Write a story about a detective whose persona is grumpy but kind.",
     "Here is a code snippet: for i in range(3): print(i). What does it print?",
     "Rephrase this question so it sounds more polite: where is my refund?",
+    # near misses of the Evol-Instruct and Alpaca additions: rewriting one's own text, a product's inputs
+    "Rewrite this email so it sounds more polite: I need the report today.",
+    "Here is my rewritten prompt: summarise the meeting notes in three bullets. Is it clearer?",
+    "Can you add more requirements to the user story for the login page?",
+    "What input/output format should my CLI use for a list of tasks?",
+    "Make the following paragraph more concise: the meeting was long and nothing was decided.",
 ]
 
 

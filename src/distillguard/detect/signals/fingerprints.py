@@ -24,6 +24,10 @@ FINGERPRINTS: dict[str, str] = {
         # the Self-Instruct paper's own generation prompt ("Come up with a series of tasks:", then Task 1..8)
         r"|come up with a (series|list|set) of (new |more |diverse )?tasks"
         r"|(diverse|varied|different) (task )?instructions?[^\n]{0,80}(gpt|language model|llm|ai model)"
+        # Alpaca's generation prompt and its demonstrations: the "<noinput>" placeholder, the closing
+        # "List of 20 tasks:", numbered instruction/input/output records
+        r"|<noinput>|list of \d+ tasks:|instruction/input/output"
+        r"|\b\d+\. instruction: [^\n]+\n\s*\d+\. input:"
     ),
     "evol_instruct": (
         r"prompt (rewriter|creator)|#\s?(given|created|rewritten) prompt\s?#"
@@ -31,6 +35,21 @@ FINGERPRINTS: dict[str, str] = {
         r"|(more complex|harder|more difficult) version[^\n]{0,60}(prompt|instruction)"
         r"|increase the (difficulty|complexity) of the (given|following) (\w+ ){0,2}(question|prompt|problem|instruction)"
         r"|(add|introduce) (\w+ )?(more )?(constraints|requirements|reasoning steps) (to|into) the (given )?(prompt|question|instruction)"
+        # WizardLM's published in-depth methods and in-breadth prompt, and Code Evol-Instruct's methods
+        # (literal phrases: they keep their wording when the frame around them is paraphrased)
+        r"|add one more constraints?/requirements?"
+        r"|the depth and breadth of the inquiry can be increased"
+        r"|replace general concepts with more specific concepts"
+        r"|explicitly request multiple[- ]step reasoning"
+        r"|to create a brand new prompt|belong to the same domain as the #?given prompt"
+        r"|add new constraints and requirements to the original problem"
+        r"|erroneous code as a reference to increase misdirection"
+        r"|higher time or space complexity requirements"
+        # the recipe in other words: a given prompt to be made harder, and an output slot named for it
+        r"|\bevolve (a|the|this|each) (given )?(prompt|instruction|question)"
+        r"|(rewrite|evolve|make) (the|this) (following |given )?(prompt|instruction|question) (so that it|so it|to) "
+        r"(requires?|needs?|demands?) (deeper|more|harder)"
+        r"|(rewritten|evolved|harder|created|more difficult|more complex) (prompt|instruction|question|test)\s*#?\s*:\s*$"
     ),
     "orca_system": (
         r"think step[- ]by[- ]step and justify"
