@@ -56,6 +56,7 @@ class ScoringConfig(BaseModel):
             "shape.tool_variety": 1.5,
             "timing.regular": 2.0,
             "timing.round_the_clock": 1.5,
+            "network.rotation": 2.0,
             "volume.vs_peers": 1.0,
             "volume.vs_history": 1.0,
             "skeleton.reuse": 0.5,

@@ -175,7 +175,9 @@ def test_small_accounts_that_send_one_recipe_over_shared_proxies_are_one_campaig
     )
 
 
-def _client_hydra(corpora: dict[str, list[str]], tmp_path: Path) -> tuple[Path, list, list, list]:
+def _client_hydra(
+    corpora: dict[str, list[str]], tmp_path: Path, poisson: bool = False, fixed_ip: bool = False
+) -> tuple[Path, list, list, list]:
     """A hydra of small accounts (15 requests each) running one script over a rotating proxy pool: a frame
     of three words around each maths question (too short to be a template), no recipe, one explicit
     request configuration. Behind the same ASN with the same client library and configuration: people
@@ -187,13 +189,16 @@ def _client_hydra(corpora: dict[str, list[str]], tmp_path: Path) -> tuple[Path, 
     ops = [f"hydra{j:03d}" for j in range(60)]
     for acc in ops:
         t = T0 + timedelta(hours=rng.random() * 8)
+        home = f"100.{rng.randrange(64, 127)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
         for _ in range(15):
-            t += timedelta(seconds=rng.uniform(600, 2400))
+            t += timedelta(seconds=rng.expovariate(1 / 1500) if poisson else rng.uniform(600, 2400))
             b.add(
                 acc,
                 t,
                 f"Problem: {rng.choice(corpora['gsm8k'])}\nSolution:",
-                client_ip=f"100.{rng.randrange(64, 127)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                client_ip=home
+                if fixed_ip
+                else f"100.{rng.randrange(64, 127)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
                 **net,
             )
     chat = [f"chat{i:02d}" for i in range(10)]
@@ -243,7 +248,8 @@ def test_small_accounts_running_one_client_program_are_measured_by_their_campaig
     assert res.campaigns.links[c].get("client", 0) > 0
     assert not res.campaigns.job_linked[oi].any()  # no template, frame or recipe in common
     assert res.campaigns.client_job[oi].mean() >= 0.9
-    assert np.median(res.accounts.score[oi]) < 0.05
+    # alone, each is `ok` (its proxy rotation is weak evidence of its own)
+    assert np.median(res.accounts.score[oi]) < 0.2
     flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
     assert flagged.mean() >= 0.9
     ev = {e.signal: e for e in res.evidence[oi[0]]}
@@ -257,6 +263,32 @@ def test_small_accounts_running_one_client_program_are_measured_by_their_campaig
     monkeypatch.setattr("distillguard.detect.campaigns.CLIENT_SHARE", 2.0)
     res2, _ = scan([log], tmp_path / "out2")
     flagged2 = np.isin(np.array(res2.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged2.mean() < 0.5
+
+
+def test_a_client_program_hydra_at_a_persons_pace_is_caught_by_its_rotating_addresses(
+    corpora, tmp_path: Path
+) -> None:
+    """The same hydra paced like people (Poisson arrivals): its pace no longer says script, but each account
+    sends from a new network every request, which the app's users (its servers' addresses) do not. From
+    one address each, at a person's pace, the hydra's accounts look like the app's users and keep their own
+    scores: the rotation is what carries them. (The job on other subjects rotates through the same pool
+    and still keeps its own score: it does not run the campaign's job.)"""
+    log, ops, chat, jobs = _client_hydra(corpora, tmp_path, poisson=True)
+    res, _ = scan([log], tmp_path / "out")
+    pos = {a: i for i, a in enumerate(res.accounts.ids.tolist())}
+    oi, ci, ji = (np.array([pos[a] for a in g]) for g in (ops, chat, jobs))
+    rot = next(f for f in res.accounts.findings if f.name == "network.rotation")
+    assert (rot.strength[oi] >= 0.5).all() and (rot.strength[np.concatenate([ci, ji[6:]])] == 0).all()
+    flagged = np.isin(np.array(res.levels, dtype=object)[oi], ["suspect", "block"])
+    assert flagged.mean() >= 0.9
+    for g in (ci, ji):
+        assert all(res.levels[i] in ("ok", "watch") for i in g)
+    (tmp_path / "fixed").mkdir()
+    log2, *_ = _client_hydra(corpora, tmp_path / "fixed", poisson=True, fixed_ip=True)
+    res2, _ = scan([log2], tmp_path / "out2")
+    pos2 = {a: i for i, a in enumerate(res2.accounts.ids.tolist())}
+    flagged2 = np.isin(np.array(res2.levels, dtype=object)[[pos2[a] for a in ops]], ["suspect", "block"])
     assert flagged2.mean() < 0.5
 
 

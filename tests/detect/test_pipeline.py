@@ -368,3 +368,30 @@ def test_a_new_set_of_tools_per_task_is_synthetic_tool_use(
     assert f.value[ids.index("agent_app")] == 1 and f.strength[ids.index("agent_app")] == 0.0
     ev = {e.signal for e in res.evidence[ids.index("toolsynth")]}
     assert "shape.tool_variety" in ev
+
+
+def test_an_account_rotating_through_proxies_comes_from_many_networks(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """A new /24 every request or two is a rotating proxy pool; a person's home, office and phone are
+    three networks, and a phone's IPv6 privacy addresses within its /64 are one."""
+    t = T0 + timedelta(hours=8)
+    for k in range(30):
+        t += timedelta(seconds=700)
+        p = corpora["arena"][k]
+        builder.add("rotator", t, p, client_ip=f"203.0.{k // 2}.{10 + k}")
+        builder.add("v6rotator", t, p, client_ip=f"2001:db8:{k:x}::1")
+        builder.add(
+            "traveller", t, p, client_ip=("198.51.100.7", "192.0.2.33", "100.64.9.1", "100.64.9.200")[k % 4]
+        )
+        builder.add("v6phone", t, p, client_ip=f"2001:db8:aa:1:{k:x}:{3 * k:x}:9:{k + 1:x}")
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = next(x for x in res.accounts.findings if x.name == "network.rotation")
+    value = {a: f.value[ids.index(a)] for a in ("rotator", "v6rotator", "traveller", "v6phone")}
+    strength = {a: f.strength[ids.index(a)] for a in value}
+    assert value == {"rotator": 15, "v6rotator": 30, "traveller": 3, "v6phone": 1}
+    assert strength["rotator"] == 1.0 and strength["v6rotator"] == 1.0
+    assert strength["traveller"] == 0.0 and strength["v6phone"] == 0.0
+    assert "network.rotation" in {e.signal for e in res.evidence[ids.index("rotator")]}

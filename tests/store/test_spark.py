@@ -340,6 +340,15 @@ def _write_log(path: Path) -> int:
             client_ip="198.51.100.91",
             n_tools=3 + k % 8,
         )
+    # An account behind a rotating proxy pool: a new IPv4 /24 or IPv6 /48 every request or two.
+    for k in range(24):
+        b.add(
+            "rotator",
+            T0 + timedelta(hours=23, seconds=k * 400),
+            _topic_prompt(rng),
+            client_ip=f"100.72.{k // 2}.{9 + k}" if k % 3 else f"2001:db8:{k:x}::{k + 1:x}",
+            max_tokens=4096,
+        )
     # A few long prompts: the head-and-tail cuts (600 characters for skeletons, 6000 for patterns).
     for k in range(6):
         long_prompt = f"Summarize this report {k}: " + "The committee met and discussed the budget. " * (

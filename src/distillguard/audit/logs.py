@@ -63,8 +63,8 @@ PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "coordinated": (
         "Coordinated accounts: this account acts together with others (shared infrastructure or prompt "
-        "templates) or matches shared threat intelligence.",
-        ("campaign.coordination", "campaign.member"),
+        "templates), sends through rotating proxies, or matches shared threat intelligence.",
+        ("campaign.coordination", "campaign.member", "network.rotation"),
     ),
 }
 _PATTERN_OF = {sig: name for name, (_, sigs) in PATTERNS.items() for sig in sigs}

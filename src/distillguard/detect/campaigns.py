@@ -41,8 +41,8 @@ own evidence measured over more exchanges (see `scan.campaign_inherit_floor` and
 `Campaigns.client_job` marks the members linked by the same client program and infrastructure whose topic
 mix is the campaign's (cosine >= `CLIENT_TOPIC_MIN` with the other members' pooled topics): a hydra
 member too small for its own templates to show runs the campaign's program on the campaign's subjects.
-Its inheritance also needs its own traffic to look like a script's: a machine's pace and no mitigating
-evidence (decided by the pipeline, `pipeline._scripted`).
+Its inheritance also needs its own traffic to look like a script's: a machine's pace or a rotating proxy
+pool, and no mitigating evidence (decided by the pipeline, `pipeline._scripted`).
 """
 
 from __future__ import annotations

@@ -254,8 +254,11 @@ def score_exchanges(
         cs = camp_scored.score
         # Membership amplifies a member's own evidence: a member linked only by addresses and behaviour
         # needs some of its own; one that runs the campaign's prompt job is measured by the pooled score.
+        # The evidence asked of a member is beyond the addresses it shares: a proxy pool's other customers
+        # rotate through it too, so rotation alone does not carry a member over the floor.
+        beyond, _ = scoring.combine([f for f in acc.findings if f.name not in ADDRESS_FINDINGS], cfg.scoring)
         floor = np.where(runs_job, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor)
-        inherits = in_c & (acc.score >= floor)
+        inherits = in_c & (beyond >= floor)
         final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)
         camp_evidence = [
             scoring.evidence_for(i, camp_scored.findings, camp_scored.contrib, cfg.scan.examples)
@@ -293,6 +296,9 @@ def score_exchanges(
     return ScanResult(acc, camp, camp_scored, final, levels, evidence, camp_evidence, tm, matches, tpl)
 
 
+# Findings about where an account's requests come from, which the members of a campaign share by definition
+ADDRESS_FINDINGS = frozenset({"network.rotation"})
+
 # A script's pace: inter-arrival coefficient of variation under PACE_MAX_CV over PACE_MIN_EXCHANGES+
 # requests. People are bursty (above 1); a Poisson-paced user gets under 0.5 by chance in 1 of 200 runs
 # of 15 requests, a rate-limited script every time.
@@ -301,15 +307,17 @@ PACE_MIN_EXCHANGES = 12
 
 
 def _scripted(acc: Scored) -> np.ndarray:
-    """Per account: its own traffic looks like a script's: requests at a machine's pace, and nothing that
-    explains it away (follow-ups, re-runs, grading its own answers). A client program and topics in common
-    with a campaign say "the same job" only of accounts that run it as a program: the users of one
-    bring-your-own-key app share its servers, its settings and its subject, not a script's pace."""
+    """Per account: its own traffic looks like a script's: requests at a machine's pace, or from a rotating
+    proxy pool, and nothing that explains it away (follow-ups, re-runs, grading its own answers). A client
+    program and topics in common with a campaign say "the same job" only of accounts that run it as a
+    program: the users of one bring-your-own-key app share its servers, its settings and its subject, not a
+    script's pace, nor an address that changes every few requests (a pool's pace can be made a person's)."""
     n = len(acc.ids)
     mitigated = (np.minimum(acc.contrib, 0.0).sum(axis=0) < 0) if acc.contrib.size else np.zeros(n, bool)
     cv = next((f.value for f in acc.findings if f.name == "timing.regular"), np.ones(n))
     paced = (cv < PACE_MAX_CV) & (acc.cols["n_exchanges"] >= PACE_MIN_EXCHANGES)
-    return np.asarray(paced & ~mitigated, dtype=bool)
+    rotating = next((f.strength for f in acc.findings if f.name == "network.rotation"), np.zeros(n)) >= 0.5
+    return np.asarray((paced | rotating) & ~mitigated, dtype=bool)
 
 
 def _reindex(s: Scored, align: np.ndarray) -> None:

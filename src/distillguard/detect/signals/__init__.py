@@ -5,6 +5,7 @@ from distillguard.detect.signals import (  # noqa: F401
     coverage,
     fingerprints,
     intel,
+    network,
     open_loop,
     release,
     shape,
