@@ -1,6 +1,7 @@
 """End-to-end scans of small hand-built logs: verdicts, evidence, campaigns, outputs."""
 
 import csv
+import random
 from datetime import timedelta
 from pathlib import Path
 
@@ -168,6 +169,12 @@ def test_deterministic_reruns_explain_away_soft_evidence(
     qs = corpora["gsm8k"][:150]
     _harness_run(builder, "harness", qs, 3, temperature=0.0)
     _harness_run(builder, "sampler", qs, 3, temperature=0.9)
+    _harness_run(builder, "twice", qs, 2, temperature=0.0)
+    # a harvester drawing its questions at random from a pool as large as its traffic repeats some by chance
+    pool = corpora["gsm8k"][200:500]
+    draw = random.Random(5)
+    for k in range(len(pool)):
+        builder.add("drawer", T0 + timedelta(hours=3, seconds=5 * k), draw.choice(pool), temperature=0.0)
     # a sweep: each question at temperatures 0.0 and 0.2 (both "deterministic"), never the same one twice
     for k, q in enumerate(qs * 3):
         builder.add(
@@ -186,7 +193,8 @@ def test_deterministic_reruns_explain_away_soft_evidence(
 
     h, s = ids.index("harness"), ids.index("sampler")
     assert replay("harness") and replay("harness")[0] < 0  # 2 of 3 runs repeat the first: 67% replayed
-    assert not replay("sampler") and not replay("sweep")
+    assert not replay("sampler") and not replay("sweep") and not replay("drawer")
+    assert replay("twice") == [-2.5]  # a second full run of the set: every request sent twice, full strength
     # the mitigation lowers the harness below the identical traffic that samples new answers
     assert res.accounts.score[h] < res.accounts.score[s]
     assert res.levels[h] in ("ok", "watch")
