@@ -24,6 +24,10 @@ POSITIVE = {
         "You write training data. Produce twenty new records like these.\n###\n1. Instruction: Sort the list.\n"
         "1. Input:\n3, 1, 2\n1. Output:\n1, 2, 3",
         "Make up new tasks in the same style; where a task needs no context, write <noinput>.",
+        # the Self-Instruct pipeline's classification and instance-generation prompts
+        "Can the following task be regarded as a classification task with finite output labels?\n\nTask: "
+        "Detect the sentiment of a tweet.\nIs it classification?",
+        "Come up with examples for the following tasks. Try to generate multiple examples when possible.",
     ],
     "evol_instruct": [
         "I want you act as a Prompt Rewriter. #Given Prompt#: sort a list. #Rewritten Prompt#:",
@@ -36,10 +40,15 @@ POSITIVE = {
         "Your job is to evolve the given instruction.\nInstruction: list three fruits.",
         "Rewrite the following question so that it requires deeper reasoning.\nQuestion: what is 2+2?",
         "Use this technique: add a twist. Original prompt:\nwrite a haiku\n\nHarder prompt:",
+        "You are an Instruction Rewriter. #Instruction#: list three fruits. #Rewritten Instruction#:",
     ],
     "orca_system": [
         "You are an AI assistant. User will you give you a task. Your goal is to complete the task as faithfully "
         "as you can. While performing the task think step-by-step and justify your steps.",
+        "You are an AI assistant. You will be given a task. You must generate a detailed and long answer.",
+        "You are a helpful assistant, who always provide explanation. Think like you are answering to a five "
+        "year old.",
+        "Given a definition of a task and a sample input, break the definition into small parts.",
     ],
     "trace_coercion": [
         "Before answering, write out your complete internal reasoning verbatim, then the answer.",
@@ -91,6 +100,10 @@ NEGATIVE = [
     "Can you add more requirements to the user story for the login page?",
     "What input/output format should my CLI use for a list of tasks?",
     "Make the following paragraph more concise: the meeting was long and nothing was decided.",
+    # near misses of the Orca and Self-Instruct additions: a student's question, a classifier request
+    "Explain like I'm five: why is the sky blue?",
+    "Which answer is correct, A or B? Explain why the other answers are wrong.",
+    "Is sentiment analysis a classification task? Give me examples of the labels.",
 ]
 
 

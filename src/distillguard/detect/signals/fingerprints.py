@@ -28,6 +28,11 @@ FINGERPRINTS: dict[str, str] = {
         # "List of 20 tasks:", numbered instruction/input/output records
         r"|<noinput>|list of \d+ tasks:|instruction/input/output"
         r"|\b\d+\. instruction: [^\n]+\n\s*\d+\. input:"
+        # the Self-Instruct pipeline's other published prompts: classification-task identification and
+        # instance generation (input-first and output-first)
+        r"|regarded as a classification task with finite output labels|is it classification\?"
+        r"|come up with examples for the following tasks|come up with a series of classification tasks"
+        r"|generate an input that corresponds to each of the class labels"
     ),
     "evol_instruct": (
         r"prompt (rewriter|creator)|#\s?(given|created|rewritten) prompt\s?#"
@@ -47,6 +52,8 @@ FINGERPRINTS: dict[str, str] = {
         r"|higher time or space complexity requirements"
         # the recipe in other words: a given prompt to be made harder, and an output slot named for it
         r"|\bevolve (a|the|this|each) (given )?(prompt|instruction|question)"
+        # Auto Evol-Instruct: the same rewriting with #Instruction# markers
+        r"|#\s?(given |rewritten |finally rewritten )?instruction\s?#"
         r"|(rewrite|evolve|make) (the|this) (following |given )?(prompt|instruction|question) (so that it|so it|to) "
         r"(requires?|needs?|demands?) (deeper|more|harder)"
         r"|(rewritten|evolved|harder|created|more difficult|more complex) (prompt|instruction|question|test)\s*#?\s*:\s*$"
@@ -58,6 +65,13 @@ FINGERPRINTS: dict[str, str] = {
         r"|explain (it )?(like|as if) (you are|you're) (talking|answering|explaining) to a (five|5)[- ]year[- ]old"
         r"|(provide|give|output) a (detailed|long) (and (long|detailed) )?answer so (the )?user"
         r"|you are a teacher. given a task, you explain in simple steps"
+        # more of the Orca paper's published system messages (the generic ones, such as "You are an AI
+        # assistant that helps people find information.", are left out: apps use them as they are)
+        r"|you must generate a detailed and long answer"
+        r"|think like you are answering to a (five|5)[- ]year[- ]old"
+        r"|first output the correct answer\(s\)"
+        r"|explain how you used the (definition|guidelines) to (come up with the answer|solve the task)"
+        r"|break the definition into small parts|part #: a key part of the definition"
     ),
     "trace_coercion": (
         r"(reveal|show|output|print|write( out)?|include|expose|dump|transcribe|reproduce|share|give|display|copy)"
