@@ -61,8 +61,15 @@ def test_a_harness_that_adds_the_new_model_beside_the_old_compares_it(
         t = RELEASE + timedelta(hours=1, seconds=20 * k)
         builder.add("harness", t, p, model="acme-next", max_tokens=800)
         builder.add("harness", t + timedelta(seconds=5), p, max_tokens=800)
+    # A harvester that asked its pool of the old model the day before and, after the release, asks the same
+    # prompts of the new one (a little still to the old): it re-harvests the better model, it compares nothing.
+    for k, p in enumerate(arena):
+        builder.add("reasker", T0 + timedelta(hours=3, seconds=300 * k), p, max_tokens=800)
+        t = RELEASE + timedelta(hours=1, seconds=240 * k)
+        builder.add("reasker", t, p, model="acme-large-2" if k % 10 == 0 else "acme-next", max_tokens=800)
     res, _ = scan([builder.write(tmp_path / "log.jsonl")], tmp_path / "out")
     ids = res.accounts.ids.tolist()
     f = next(x for x in res.accounts.findings if x.name == "release.fast_adoption")
     assert f.value[ids.index("harness")] == 0.0 and f.strength[ids.index("harness")] == 0.0
     assert f.value[ids.index("mover")] > 0.6 and f.strength[ids.index("mover")] > 0.6
+    assert f.value[ids.index("reasker")] > 0.8 and f.strength[ids.index("reasker")] == 1.0

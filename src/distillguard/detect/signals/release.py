@@ -9,8 +9,9 @@ compared with the median adoption of all accounts active in that window.
 `WINDOW_H` hours before the release (full at `BEFORE_FULL`). An evaluation run that starts after the
 release and tries the new model beside the old ones has no earlier traffic and moved nothing; a harvester
 that switches within hours does (reports of 2026 describe a campaign moving half its traffic within 24 h).
-Nor is traffic moved when the new model gets prompts the account also puts to another model: a harness
-already running before the release that adds the new model beside the old one, on the same set, compares.
+Nor is traffic moved when the new model gets prompts the account also puts to another model in the same
+day: a harness already running before the release that adds the new model beside the old one, on the same
+set, compares. A prompt put to the old model before the release and to the new one after it was moved.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ class ReleaseReaction:
         "rel_on_new": f"CASE WHEN model_first_t >= log_start_t + {NEW_AFTER_H * 3600} AND t < model_first_t + {WINDOW_H * 3600} "
         "THEN 1 ELSE 0 END",
     }
-    # Requests to the new model, in its first day, of prompts the same account also put to another model:
-    # an evaluation comparing the new model with the old on the same set, not traffic moved to it.
+    # Requests to the new model, in its first day, of prompts the same account also put to another model in
+    # that day: an evaluation comparing the new model with the old on the same set, side by side, not traffic
+    # moved to it. (A prompt sent to the old model before the release and to the new one after it moved:
+    # a harvester re-asking its pool of the better model.)
     tables: ClassVar[dict[str, str]] = {
         "dg_release_compared": """
 SELECT r.exchange_id FROM {rows} r
-JOIN (SELECT account_id, pkey FROM {rows} GROUP BY account_id, pkey HAVING count(DISTINCT model) > 1) m
+JOIN (SELECT account_id, pkey FROM {rows} WHERE rel_window = 1
+      GROUP BY account_id, pkey HAVING count(DISTINCT model) > 1) m
   ON r.account_id = m.account_id AND r.pkey = m.pkey
 WHERE r.rel_on_new = 1
 """
