@@ -392,7 +392,8 @@ def test_an_account_rotating_through_proxies_comes_from_many_networks(
         builder.add(
             "traveller", t, p, client_ip=("198.51.100.7", "192.0.2.33", "100.64.9.1", "100.64.9.200")[k % 4]
         )
-        builder.add("v6phone", t, p, client_ip=f"2001:db8:aa:1:{k:x}:{3 * k:x}:9:{k + 1:x}")
+        v6 = f"2001:db8:aa:1:{k:x}:{3 * k:x}:9:{k + 1:x}"
+        builder.add("v6phone", t, p, client_ip=v6.upper() if k % 2 else v6)  # either case is the same address
     log = builder.write(tmp_path / "log.jsonl")
     res, _ = scan([log], tmp_path / "out")
     ids = res.accounts.ids.tolist()

@@ -255,8 +255,11 @@ def score_exchanges(
         # Membership amplifies a member's own evidence: a member linked only by addresses and behaviour
         # needs some of its own; one that runs the campaign's prompt job is measured by the pooled score.
         # The evidence asked of a member is beyond the addresses it shares: a proxy pool's other customers
-        # rotate through it too, so rotation alone does not carry a member over the floor.
-        beyond, _ = scoring.combine([f for f in acc.findings if f.name not in ADDRESS_FINDINGS], cfg.scoring)
+        # rotate through it too, so rotation alone does not carry a member over the floor. Its contribution
+        # comes off the own score's log-odds (after the client slices; never more than it added).
+        addr = [k for k, f in enumerate(acc.findings) if f.name in ADDRESS_FINDINGS]
+        off = np.maximum(acc.contrib[addr].sum(axis=0), 0.0) if addr else 0.0
+        beyond = 1.0 / (1.0 + np.exp(-(scoring.logit(acc.score) - off)))
         floor = np.where(runs_job, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor)
         inherits = in_c & (beyond >= floor)
         final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)

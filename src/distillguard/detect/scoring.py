@@ -35,6 +35,12 @@ def combine(findings: list[Finding], cfg: ScoringConfig) -> tuple[np.ndarray, np
     return 1.0 / (1.0 + np.exp(-logit)), contrib
 
 
+def logit(p: np.ndarray | float) -> np.ndarray:
+    """The combiner's log-odds of a score (scores are clipped off 0 and 1 first)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(q / (1 - q))
+
+
 def level_of(score: float, cfg: ScoringConfig) -> Level:
     lvl: Level = "ok"
     for name in LEVELS[1:]:

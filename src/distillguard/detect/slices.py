@@ -201,11 +201,6 @@ def score_slices(
     return Slices(scored=sc, account=account, size=c[src], words=words, best=best)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return float(np.log(p / (1 - p)))
-
-
 def lift(acc: Scored, sl: Slices | None, cfg: Config) -> dict[int, Evidence]:
     """Raise each account's score to its best slice's where that is higher (in place); returns the
     `slice.client` evidence of the accounts so raised, by account index."""
@@ -225,7 +220,7 @@ def lift(acc: Scored, sl: Slices | None, cfg: Config) -> dict[int, Evidence]:
             signal="slice.client",
             value=round(s, 6),
             threshold=cfg.scoring.levels["suspect"],
-            weight=round(_logit(s) - _logit(own), 4),
+            weight=round(float(scoring.logit(s) - scoring.logit(own)), 4),
             detail=f"{sl.size[j]:.0f} of its {n_acc[i]:.0f} exchanges share one request configuration "
             f"({sl.words[j]}) and score {s:.3f} on their own ({why}); the whole account scores {own:.3f}",
             examples=[x for e in pos for x in e.examples][: cfg.scan.examples],

@@ -19,6 +19,9 @@ from distillguard.detect.signals.base import Columns, Finding, ramp, register, s
 
 # The network of an address: its IPv4 /24, or its IPv6 /48 (the first three groups as written; a device's
 # IPv6 privacy addresses change daily within its /64, so whole addresses would count one device many times).
+# Addresses arrive normalised (`Exchange` writes them as `ipaddress` does: lower case, IPv6 compressed), so
+# one address has one spelling; a /48 whose second or third group is zero may still be spelt two ways
+# ("2001:db8::" and "2001:db8:0:1::"), which can only count a network twice, never two as one.
 NETWORK_SQL = (
     "CASE WHEN client_ip LIKE '%.%' THEN {rxr(client_ip, '\\.[0-9]+$', '')} "
     "ELSE {rxr(client_ip, '^([0-9a-f]*:[0-9a-f]*:[0-9a-f]*):.*$', '\\1')} END"
@@ -29,7 +32,7 @@ NETWORK_SQL = (
 class Network:
     name: ClassVar[str] = "network"
     row_columns: ClassVar[dict[str, str]] = {
-        "net_key": f"CASE WHEN client_ip IS NOT NULL THEN {{hash(lower({NETWORK_SQL}))}} END",
+        "net_key": f"CASE WHEN client_ip IS NOT NULL THEN {{hash({NETWORK_SQL})}} END",
     }
     extra_sql: ClassVar[str | None] = None
     account_columns: ClassVar[dict[str, str]] = {
