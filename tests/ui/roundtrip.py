@@ -31,8 +31,7 @@ LOW_LEVELS = "[scoring.levels]\nwatch = 0.01\nsuspect = 0.05\nblock = 0.9\n"
 def rates(scan_dir: Path, labels: Path, cutoff: float) -> dict[str, float]:
     """Benign false-positive rate and attack true-positive rate at `cutoff` (score >= cutoff is flagged)."""
     lab = {r["account_id"]: r["label"] != "benign" for r in csv.DictReader(labels.open())}
-    t = pq.read_table(scan_dir / "accounts.parquet", columns=["account_id", "score"]).to_pydict()
-    flagged = {a: s >= cutoff for a, s in zip(t["account_id"], t["score"], strict=True)}
+    flagged = {a: s >= cutoff for a, s in _scores(scan_dir).items()}
     ben = [flagged[a] for a, atk in lab.items() if not atk and a in flagged]
     atk = [flagged[a] for a, atk in lab.items() if atk and a in flagged]
     return {
@@ -41,6 +40,11 @@ def rates(scan_dir: Path, labels: Path, cutoff: float) -> dict[str, float]:
         "n_benign": len(ben),
         "n_attack": len(atk),
     }
+
+
+def _scores(scan_dir: Path) -> dict[str, float]:
+    t = pq.read_table(scan_dir / "accounts.parquet", columns=["account_id", "score"]).to_pydict()
+    return dict(zip(t["account_id"], t["score"], strict=True))
 
 
 def _day(root: Path, name: str, accounts: int, seed: int, volume: float) -> tuple[Path, Path]:
@@ -133,8 +137,13 @@ def run(
     log_b, lab_b = _day(root, "b", accounts, seed_b, volume)
     scan([log_b], root / "scan_b_old", cfg=cfg_low)
     scan([log_b], root / "scan_b_new", cfg=load(new))
+    # the fresh seed's benign accounts that the old config flags, with their old and new scores
+    benign_b = {r["account_id"] for r in csv.DictReader(lab_b.open()) if r["label"] == "benign"}
+    old_s, new_s = (_scores(root / d) for d in ("scan_b_old", "scan_b_new"))
+    flagged_benign = [(old_s[a], new_s[a]) for a in sorted(benign_b & set(old_s)) if old_s[a] >= cutoff]
     return {
         "dismissed": len(chosen),
+        "flagged_benign": flagged_benign,
         "queue_fp_candidates": len(fps),
         "review_seconds": review_s,
         "train": rates(root / "scan_a", lab_a, cutoff),
