@@ -11,6 +11,7 @@ from distillguard.exchange import (
     json_schema,
     rows_to_batch,
     to_row,
+    tool_set_key,
     validate,
 )
 
@@ -57,3 +58,19 @@ def test_json_schema_in_docs_is_current() -> None:
         "docs/exchange.schema.json is stale: run `make schema`"
     )
     assert set(json_schema()["properties"]) == set(Exchange.model_fields)
+
+
+def test_tool_set_key_names_the_set_not_its_order_or_text() -> None:
+    """OpenAI tools (`function.name`), legacy functions and Anthropic / OpenTelemetry definitions (`name`)
+    give one key per set of names, whatever the order, descriptions or parameters."""
+    openai = [
+        {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "fetch", "description": "GET a URL"}},
+    ]
+    anthropic = [{"name": "fetch", "input_schema": {}}, {"name": "search", "description": "web"}]
+    k = tool_set_key(openai)
+    assert k is not None and len(k) == 16
+    assert tool_set_key(anthropic) == k == tool_set_key(list(reversed(openai)))
+    assert tool_set_key([{"name": "fetch"}]) != k
+    assert tool_set_key([]) is None and tool_set_key([{"type": "web_search"}]) is None
+    assert tool_set_key("search") is None

@@ -9,6 +9,7 @@ aggregate them with plain SQL.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 from datetime import UTC, datetime
@@ -63,6 +64,10 @@ class Exchange(BaseModel):
     reasoning_effort: str | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0)
+    tool_set: str | None = Field(
+        None,
+        description="Which tools were offered: a hash of their sorted names (`tool_set_key`), not their text.",
+    )
     n_tools: int = Field(0, ge=0, description="Number of tools offered to the model.")
     # response
     response_text: str | None = None
@@ -114,6 +119,25 @@ def _normalise_ip(v: str) -> str:
     return str(ipaddress.ip_address(v.strip()))
 
 
+def tool_set_key(tools: Any) -> str | None:
+    """The key of a set of offered tools, from a request's tool list (OpenAI `tools` / `functions`,
+    Anthropic or OpenTelemetry definitions: each a dict with a `name`, or a `function` holding one): a short
+    hash of the sorted distinct names. An application offers its own set again and again; a synthetic
+    tool-use harvest offers a new set with each task, whatever its size. None when no tool has a name."""
+    if not isinstance(tools, list):
+        return None
+    names = set()
+    for t in tools:
+        if isinstance(t, dict):
+            fn = t.get("function")
+            name = fn.get("name") if isinstance(fn, dict) else t.get("name")
+            if isinstance(name, str) and name:
+                names.add(name)
+    if not names:
+        return None
+    return hashlib.blake2b("\n".join(sorted(names)).encode(), digest_size=8).hexdigest()
+
+
 def message_text(m: Message | dict[str, Any]) -> str:
     """Plain text of a message whose content may be a string or a list of typed parts."""
     c = m.get("content")
@@ -163,6 +187,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "reasoning_effort": pa.string(),
     "logprobs": pa.bool_(),
     "top_logprobs": pa.int32(),
+    "tool_set": pa.string(),
     "n_tools": pa.int32(),
     "response_text": pa.large_string(),
     "reasoning_text": pa.large_string(),

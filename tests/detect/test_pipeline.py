@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from distillguard.cli import app
 from distillguard.detect.pipeline import scan
+from distillguard.exchange import tool_set_key
 
 from ..conftest import T0, LogBuilder
 
@@ -376,6 +377,29 @@ def test_a_new_set_of_tools_per_task_is_synthetic_tool_use(
     assert f.value[ids.index("agent_app")] == 1 and f.strength[ids.index("agent_app")] == 0.0
     ev = {e.signal for e in res.evidence[ids.index("toolsynth")]}
     assert "shape.tool_variety" in ev
+
+
+def test_a_harvest_that_always_offers_five_tools_is_seen_by_their_names(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """A synthetic tool-use harvest can keep the number of tools fixed; the names still change with every
+    task. An application offering its five tools, and one logged with counts only, keep one set."""
+    t = T0 + timedelta(hours=8)
+    pool = [f"api_{i}" for i in range(60)]
+    for k in range(80):
+        t += timedelta(seconds=300)
+        task = corpora["arena"][k]
+        names = [pool[(7 * k + j * 11) % 60] for j in range(5)]
+        builder.add("fivesynth", t, task, n_tools=5, tool_set=tool_set_key([{"name": x} for x in names]))
+        app = tool_set_key([{"name": x} for x in ("search", "fetch", "sql", "mail", "calendar")])
+        builder.add("agent_app", t, task, n_tools=5, tool_set=app, client_ip="198.51.100.41")
+        builder.add("counted", t, task, n_tools=5, client_ip="198.51.100.42")
+    res, _ = scan([builder.write(tmp_path / "log.jsonl")], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = next(x for x in res.accounts.findings if x.name == "shape.tool_variety")
+    assert f.value[ids.index("fivesynth")] >= 60 and f.strength[ids.index("fivesynth")] == 1.0
+    for acc in ("agent_app", "counted"):
+        assert f.value[ids.index(acc)] == 1 and f.strength[ids.index(acc)] == 0.0
 
 
 def test_an_account_rotating_through_proxies_comes_from_many_networks(

@@ -108,7 +108,16 @@ _text = st.text(max_size=12)
 _opt_text = st.none() | _text
 _num = st.none() | st.integers(-5, 2000) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
 _field = st.sampled_from(
-    ["org_id", "api_key_id", "end_user", "user_agent", "system_prompt", "reasoning_effort", "response_text"]
+    [
+        "org_id",
+        "api_key_id",
+        "end_user",
+        "user_agent",
+        "system_prompt",
+        "reasoning_effort",
+        "tool_set",
+        "response_text",
+    ]
 )
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import zstandard
 
-from distillguard.exchange import Exchange
+from distillguard.exchange import Exchange, tool_set_key
 from distillguard.ingest import IngestStats, Quarantine, read_exchanges
 from distillguard.ingest.openai_batch import OpenAIBatch, batch_name
 
@@ -48,6 +48,7 @@ def test_output_file_is_joined_with_its_input(tmp_path: Path) -> None:
     assert r2.max_tokens == 2048  # max_completion_tokens
     assert r2.reasoning_effort == "high"
     assert r2.n_tools == 1
+    assert r2.tool_set == tool_set_key([{"name": "calc"}])  # which tools, by name
     assert r2.response_text == "There are 25 primes below 100."
     assert (r2.prompt_tokens, r2.completion_tokens, r2.reasoning_tokens) == (24, 410, 384)
     assert r2.finish_reason == "stop" and r2.status == 200

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import zstandard
 
-from distillguard.exchange import Exchange
+from distillguard.exchange import Exchange, tool_set_key
 from distillguard.ingest import IngestStats, Quarantine, read_exchanges
 from distillguard.ingest.otel import OtelGenAI, decode_any_value, encode_any_value, to_otlp_line
 
@@ -89,6 +89,7 @@ def test_fixture_spans_map_to_exchanges(tmp_path: Path) -> None:
     assert c.finish_reason == "stop"  # from the output message: no finish_reasons attribute
     assert (c.prompt_tokens, c.completion_tokens) == (120, 300)
     assert c.n_tools == 1
+    assert c.tool_set == tool_set_key([{"name": "get_weather"}])
     assert c.latency_ms == 4250.0
     assert c.attributes["provider"] == "openai"  # from the older gen_ai.system
 
@@ -144,6 +145,7 @@ def _exchanges() -> list[Exchange]:
         reasoning_effort="medium",
         logprobs=True,
         top_logprobs=5,
+        tool_set=tool_set_key([{"name": "forecast"}, {"name": "geocode"}]),
         n_tools=2,
         response_text="Rain again.",
         reasoning_text="Checked the forecast.",

@@ -28,6 +28,7 @@ from distillguard.detect.signals.cot import COT_PATTERN
 from distillguard.detect.signals.coverage import TOPICS
 from distillguard.detect.signals.fingerprints import FINGERPRINTS
 from distillguard.detect.skeletons import skeleton_sql
+from distillguard.exchange import tool_set_key
 from distillguard.store.engine import DuckDBEngine, sql_str
 from distillguard.store.spark import SparkEngine, check_runtime, java_version
 
@@ -339,6 +340,10 @@ def _write_log(path: Path) -> int:
             _topic_prompt(rng),
             client_ip="198.51.100.91",
             n_tools=3 + k % 8,
+            # half of them named (the set), half counted only
+            tool_set=tool_set_key([{"name": f"t{(3 * k + j) % 20}"} for j in range(3 + k % 8)])
+            if k % 2
+            else None,
         )
     # An account behind a rotating proxy pool: a new IPv4 /24 or IPv6 /48 every request or two.
     for k in range(24):

@@ -50,7 +50,7 @@ BASE_COLUMNS = (
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
     e.logprobs, e.top_logprobs, e.completion_tokens, e.reasoning_effort, e.reasoning_tokens,
     e.reasoning_text, e.user_turns, e.history_overlap, e.end_user, e.status, e.system_prompt, e.n_tools,
-    e.client_ip,
+    e.client_ip, e.tool_set,
     {hash(coalesce(e.prompt, ''))} AS pkey,
     {hash(coalesce(e.messages, ''))} AS rkey,"""
     f"""

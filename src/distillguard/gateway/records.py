@@ -15,6 +15,7 @@ import orjson
 
 # the model's own (cached) normalisation, so both paths write the same address
 from distillguard.exchange import _normalise_ip as normalise_ip
+from distillguard.exchange import tool_set_key
 
 _ZERO = timedelta(0)
 _SYSTEM_ROLES = ("system", "developer")
@@ -93,6 +94,8 @@ def request_record(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         rec["top_logprobs"] = body["top_logprobs"]
     if isinstance(body.get("tools"), list):
         rec["n_tools"] = len(body["tools"])
+        if (key := tool_set_key(body["tools"])) is not None:
+            rec["tool_set"] = key
     if isinstance(body.get("user"), str):
         rec["end_user"] = body["user"]
     return rec
@@ -255,6 +258,7 @@ _SPEC: dict[str, tuple[int, Any, float | None, float | None]] = {
     "reasoning_effort": (_OPT_STR, None, None, None),
     "logprobs": (_BOOL, False, None, None),
     "top_logprobs": (_OPT_INT, None, 0, None),
+    "tool_set": (_OPT_STR, None, None, None),
     "n_tools": (_INT, 0, 0, None),
     "response_text": (_OPT_STR, None, None, None),
     "reasoning_text": (_OPT_STR, None, None, None),

@@ -49,7 +49,7 @@ _NONE = type(None)
 # Field kinds, by what the fast path accepts. Anything else goes to the per-row validator.
 _STR_OPT: tuple[str, ...] = (
     *("org_id", "api_key_id", "end_user", "user_agent", "payment_fp", "device_fp", "system_prompt"),
-    *("reasoning_effort", "response_text", "reasoning_text", "finish_reason", "error"),
+    *("reasoning_effort", "tool_set", "response_text", "reasoning_text", "finish_reason", "error"),
 )
 _STR_REQ = ("exchange_id", "account_id", "model")  # str, min_length=1, no default
 _INT_FIELDS = (

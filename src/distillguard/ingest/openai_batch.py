@@ -40,6 +40,7 @@ Field mapping (request side from the input body, response side from the output b
                 /v1/completions, `input`/`instructions` for /v1/embeddings and /v1/responses
   max_tokens    `max_tokens`, else `max_completion_tokens`, else `max_output_tokens`
   n_tools       len(`tools`) (+ legacy `functions`)
+  tool_set      the offered tools' names, hashed (`exchange.tool_set_key`)
   response_text choices[0].message.content (choices[0].text for completions; output_text for responses)
   reasoning_*   message.reasoning_content (or .reasoning); usage.completion_tokens_details.reasoning_tokens
   status, error response.status_code; `error.code` (a failed line without a response gets status 500)
@@ -60,7 +61,7 @@ from typing import IO, Any, ClassVar
 
 import orjson
 
-from distillguard.exchange import message_text
+from distillguard.exchange import message_text, tool_set_key
 from distillguard.ingest.base import GZIP_MAGIC, ZSTD_MAGIC, RawRecord, iter_json_lines, open_bytes, register
 
 __all__ = ["MapError", "OpenAIBatch", "request_fields", "response_fields", "split_system"]
@@ -156,6 +157,7 @@ def request_fields(body: Any, endpoint: str | None, where: str = "body") -> dict
     if effort is not None:
         out["reasoning_effort"] = effort
     n_tools = 0
+    offered: list[Any] = []
     for k in ("tools", "functions"):
         v = body.get(k)
         if v is None:
@@ -163,7 +165,10 @@ def request_fields(body: Any, endpoint: str | None, where: str = "body") -> dict
         if not isinstance(v, list):
             raise MapError(f"{where}.{k}: expected a list, got {type(v).__name__}")
         n_tools += len(v)
+        offered += v
     out["n_tools"] = n_tools
+    if (key := tool_set_key(offered)) is not None:
+        out["tool_set"] = key
     if body.get("user") is not None:
         out["end_user"] = body["user"]
     attrs: dict[str, str] = {}

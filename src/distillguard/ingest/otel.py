@@ -41,7 +41,7 @@ Mapping (GenAI semantic conventions; older names as fallbacks; span attributes w
                                                     gen_ai.usage.prompt_tokens / completion_tokens)
   http.response.status_code; span status ERROR      status (ERROR without an HTTP code -> 500)
   error.type                                        error
-  gen_ai.tool.definitions                           n_tools (its length)
+  gen_ai.tool.definitions                           n_tools (its length), tool_set (the names, hashed)
   gen_ai.request.seed, gen_ai.conversation.id,      attributes seed, conversation_id, server_address,
   server.address, gen_ai.provider.name (else          provider, response_model (when it differs from the
   gen_ai.system), gen_ai.response.model,            model), operation (when not a known one), plus
@@ -51,7 +51,7 @@ The content attributes (system instructions, input and output messages) may be s
 JSON string (what SDKs that cannot record structured attributes write); both are read.
 
 Exchange fields that have no semantic convention travel as `distillguard.*` span attributes
-(distillguard.asn, .payment_fp, .device_fp, .reasoning_effort, .logprobs, .top_logprobs, .n_tools,
+(distillguard.asn, .payment_fp, .device_fp, .reasoning_effort, .logprobs, .top_logprobs, .n_tools, .tool_set,
 .reasoning_tokens) and Exchange attributes as `distillguard.attr.<key>`; `to_otlp_line` writes them and the
 reader reads them, so an Exchange survives the round trip (adding trace_id, span_id and service_name to
 its attributes).
@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 import orjson
 import xxhash
 
-from distillguard.exchange import Exchange, Message, message_text
+from distillguard.exchange import Exchange, Message, message_text, tool_set_key
 from distillguard.ingest.base import RawRecord, iter_json_lines, register
 
 __all__ = ["OtelGenAI", "decode_any_value", "encode_any_value", "to_otlp_line"]
@@ -397,6 +397,9 @@ def span_fields(span: dict[str, Any], attrs: dict[str, Any], res: dict[str, Any]
     elif (defs := attrs.get("gen_ai.tool.definitions")) is not None:
         defs = _structured(defs, "gen_ai.tool.definitions")
         data["n_tools"] = len(defs) if isinstance(defs, list) else 0
+        data["tool_set"] = tool_set_key(defs)
+    if (ts := attrs.get(_DG + "tool_set")) is not None:
+        data["tool_set"] = ts
 
     # content
     system: list[str] = []
@@ -611,6 +614,7 @@ def _span_of(ex: Exchange, structured: bool) -> dict[str, Any]:
         (_DG + "logprobs", True if ex.logprobs else None),
         (_DG + "top_logprobs", ex.top_logprobs),
         (_DG + "n_tools", ex.n_tools or None),
+        (_DG + "tool_set", ex.tool_set),
     ):
         if v is not None:
             a[key] = v

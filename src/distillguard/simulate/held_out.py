@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
+from distillguard.exchange import tool_set_key
 from distillguard.simulate.attacks import (
     Harvest,
     HarvestStrategy,
@@ -135,6 +136,7 @@ class ToolUseKit(Harvest):
             "messages": msgs,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
+            "tool_set": tool_set_key([{"name": t} for t in tools]),
             "n_tools": len(tools),
             "response_text": f'{{"tool": "{name}", "arguments": {orjson.dumps(args).decode()}}}',
         }

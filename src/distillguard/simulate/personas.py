@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from distillguard.exchange import tool_set_key
 from distillguard.simulate.base import (
     BASE_MODELS,
     HOUR,
@@ -361,6 +362,8 @@ class Developer(ChatUser):
         lo, hi = self.temp_range
         extra: dict[str, Any] = {"temperature": round(lo + (hi - lo) * rnd.random(), 2)}
         if self.tools and rnd.random() < 0.6:
+            # the agent's own tools, named the same each time (no draw: the stream of choices is unchanged)
+            extra["tool_set"] = tool_set_key([{"name": f"tool_{i}"} for i in range(self.tools)])
             extra["n_tools"] = self.tools
         if self.endpoint:
             extra["endpoint"] = self.endpoint

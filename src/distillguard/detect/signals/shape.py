@@ -36,8 +36,9 @@ class RequestShape:
         "temp_key": "CASE WHEN temperature IS NOT NULL THEN concat(rkey, CAST(temperature AS STRING)) END",
         "out_tokens": "coalesce(completion_tokens, 0)",
         "pm_key": "concat(pkey, '|', model)",
-        # How many tools the request offers, when it offers any (the row keeps the count, not the set).
-        "tool_count": "CASE WHEN coalesce(n_tools, 0) > 0 THEN n_tools END",
+        # Which tools the request offers, when it offers any: the set (`tool_set`, a hash of their names)
+        # where the log names them, else only how many.
+        "tool_key": "CASE WHEN coalesce(n_tools, 0) > 0 THEN coalesce(tool_set, CAST(n_tools AS STRING)) END",
         # Answered requests only: retrying a refused or failed call is not a re-run.
         # (with a little slack: a float32 temperature column holds 0.3 as 0.30000001, and engines differ
         # in which width they compare at)
@@ -58,8 +59,8 @@ class RequestShape:
         "out_tokens_avg": "avg(out_tokens)",
         "multi_n_ex": "min(CASE WHEN multi_n = 1 THEN exchange_id END)",
         "prompt_models": "count(DISTINCT pm_key)",
-        "tooled_n": "count(tool_count)",
-        "tool_sizes": "count(DISTINCT tool_count)",
+        "tooled_n": "count(tool_key)",
+        "tool_sets": "count(DISTINCT tool_key)",
         "det_n": "count(det_key)",
         "det_distinct": "count(DISTINCT det_key)",
     }
@@ -88,7 +89,7 @@ class RequestShape:
         # about as large as the account's traffic.
         det_n = np.asarray(cols["det_n"], dtype=np.float64)
         replayed = np.where(det_n > 0, 1.0 - safe_div(cols["det_distinct"], det_n), 0.0)
-        tool_sizes = np.asarray(cols["tool_sizes"], dtype=np.float64)
+        tool_sets = np.asarray(cols["tool_sets"], dtype=np.float64)
         return [
             Finding(
                 "shape.max_tokens",
@@ -136,12 +137,14 @@ class RequestShape:
             ),
             Finding(
                 "shape.tool_variety",
-                tool_sizes,
+                tool_sets,
                 # An application offers its tools (a few configurations at most: a server toggled on or
-                # off); synthetic tool-use data (APIGen, ToolACE) samples a new set of tools per task.
-                ramp(tool_sizes, 2.0, 5.0) * support(cols["tooled_n"], 50),
+                # off); synthetic tool-use data (APIGen, ToolACE) samples a new set of tools per task. With
+                # the tools' names a harvest that always offers five is seen too; with counts only, it is not.
+                ramp(tool_sets, 2.0, 5.0) * support(cols["tooled_n"], 50),
                 5.0,
-                "{value:.0f} different numbers of tools offered across its tool-use requests",
+                "{value:.0f} different sets of tools offered across its tool-use requests (by name where the "
+                "log has them, else by number)",
             ),
             Finding(
                 "shape.logprobs",
