@@ -428,3 +428,39 @@ def test_an_account_rotating_through_proxies_comes_from_many_networks(
     assert strength["rotator"] == 1.0 and strength["v6rotator"] == 1.0
     assert strength["traveller"] == 0.0 and strength["v6phone"] == 0.0
     assert "network.rotation" in {e.signal for e in res.evidence[ids.index("rotator")]}
+
+
+def test_log_probabilities_count_over_whole_answers_not_over_labels(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """A classifier asks for log-probabilities to read its label's confidence (a few tokens, whatever output
+    budget it sets); a logit-distillation harvest asks for them over whole answers."""
+    t = T0 + timedelta(hours=8)
+    for k in range(60):
+        t += timedelta(seconds=120)
+        p = corpora["arena"][k]
+        builder.add(
+            "classifier",
+            t,
+            f"Label the ticket as bug or feature: {p}",
+            logprobs=True,
+            top_logprobs=5,
+            max_tokens=512,
+            completion_tokens=2,
+            client_ip="198.51.100.60",
+        )
+        builder.add(
+            "kd_harvest",
+            t,
+            p,
+            logprobs=True,
+            top_logprobs=20,
+            max_tokens=2048,
+            completion_tokens=420,
+            client_ip="198.51.100.61",
+        )
+    res, _ = scan([builder.write(tmp_path / "log.jsonl")], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = next(x for x in res.accounts.findings if x.name == "shape.logprobs")
+    assert f.value[ids.index("classifier")] == 0.0 and f.strength[ids.index("classifier")] == 0.0
+    assert f.value[ids.index("kd_harvest")] == 1.0 and f.strength[ids.index("kd_harvest")] == 1.0

@@ -1,5 +1,5 @@
 """Request shape: what a harvester asks for per call. Always-maximal output tokens, n>1, the same prompt
-sampled many times at non-zero temperature, temperature sweeps, log-probabilities, a different set of
+sampled many times at non-zero temperature, temperature sweeps, log-probabilities over whole answers, a different set of
 tools offered from task to task; and, mitigating,
 the same prompts put to several models, and the same prompts replayed deterministically, which is what
 evaluation harnesses do."""
@@ -16,6 +16,10 @@ HIGH_MAX_TOKENS = 2000  # below this a fixed max_tokens is an ordinary app setti
 # At or below this temperature a model's answer to the same prompt is (nearly) the same answer again:
 # a harvester pays for it and learns nothing new; a benchmark re-run or a regression suite wants exactly it.
 DETERMINISTIC_TEMPERATURE = 0.3
+# Log-probabilities over an answer at least this long (tokens generated, else asked for) are the teacher's
+# token distributions, what logit distillation trains on; over a label or a score (a classifier's
+# confidence, a few tokens) they are an ordinary application feature.
+LOGPROB_ANSWER_TOKENS = 100
 
 
 @register
@@ -24,7 +28,8 @@ class RequestShape:
     row_columns: ClassVar[dict[str, str]] = {
         "mt": "coalesce(max_tokens, 0)",
         "multi_n": "CASE WHEN coalesce(n, 1) > 1 THEN 1 ELSE 0 END",
-        "lp": "CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END",
+        "lp_answer": "CASE WHEN (logprobs OR coalesce(top_logprobs, 0) > 0) "
+        f"AND coalesce(completion_tokens, max_tokens, 0) >= {LOGPROB_ANSWER_TOKENS} THEN 1 ELSE 0 END",
         "sampled": "CASE WHEN coalesce(temperature, 1.0) >= 0.5 THEN 1 ELSE 0 END",
         # Resampling, sweeps and re-runs send the same *conversation* again (`rkey`: every message), not
         # only the same last user message: an agent repeats its task as the last user message at every
@@ -51,7 +56,7 @@ class RequestShape:
         "mt_min": "min(mt)",
         "mt_high_n": f"sum(CASE WHEN mt >= {HIGH_MAX_TOKENS} THEN 1 ELSE 0 END)",
         "multi_n_n": "sum(multi_n)",
-        "lp_n": "sum(lp)",
+        "lp_n": "sum(lp_answer)",
         "sampled_n": "sum(sampled)",
         "sampled_distinct": "count(DISTINCT sampled_key)",
         "temp_keys": "count(DISTINCT temp_key)",
@@ -151,6 +156,7 @@ class RequestShape:
                 lp,
                 ramp(lp, 0.3, 0.9) * support(n, 30),
                 0.9,
-                "{value:.0%} of requests ask for log-probabilities",
+                f"{{value:.0%}} of requests ask for log-probabilities over answers of {LOGPROB_ANSWER_TOKENS}+ tokens "
+                "(the model's token distributions, what logit distillation trains on)",
             ),
         ]
