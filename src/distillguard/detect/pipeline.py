@@ -259,7 +259,7 @@ def score_exchanges(
         # comes off the own score's log-odds (after the client slices; never more than it added).
         addr = [k for k, f in enumerate(acc.findings) if f.name in ADDRESS_FINDINGS]
         off = np.maximum(acc.contrib[addr].sum(axis=0), 0.0) if addr else 0.0
-        beyond = 1.0 / (1.0 + np.exp(-(scoring.logit(acc.score) - off)))
+        beyond = scoring.sigmoid(scoring.logit(acc.score) - off)
         floor = np.where(runs_job, cfg.scan.campaign_job_inherit_floor, cfg.scan.campaign_inherit_floor)
         inherits = in_c & (beyond >= floor)
         final = np.where(inherits, np.maximum(final, cs[np.maximum(camp.label, 0)]), final)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from scipy.optimize import minimize
 
 from distillguard.config import ScoringConfig
+from distillguard.detect.scoring import logit, sigmoid
 
 _EPS = 1e-9
 
@@ -45,15 +46,6 @@ class Recalibration:
     bias_change: tuple[float, float]
     reviewed_before: dict[str, float]  # mean score of dismissed / confirmed before
     reviewed_after: dict[str, float]
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def expand_decisions(decisions: dict[str, str], campaigns: dict[str, list[str]]) -> dict[str, int]:
@@ -121,12 +113,12 @@ def recalibrate(
             bias + c[:, hard].sum(axis=1) + np.maximum(s + c[:, mit].sum(axis=1), np.minimum(s, 0.0))
         )
 
-    z0 = _logit(np.asarray(t["score"], dtype=np.float64))
+    z0 = logit(np.asarray(t["score"], dtype=np.float64), _EPS)
     f0 = f(w0, cfg.bias)
     reviewed = np.array([a in labels for a in ids])
     y = np.array([labels.get(a, 0) for a in ids], dtype=np.float64)
     # unreviewed accounts: soft targets at their current scores; reviewed: the analysts' labels
-    target = np.where(reviewed, y, _sigmoid(z0))
+    target = np.where(reviewed, y, sigmoid(z0))
     weight = np.where(reviewed, 1.0, anchor_weight)
     n = len(signals)
 
@@ -155,7 +147,7 @@ def recalibrate(
     scoring = cfg.model_copy(update={"weights": new_weights, "bias": round(cfg.bias + b, 4)})
 
     def means(z: np.ndarray) -> dict[str, float]:
-        p = _sigmoid(z)
+        p = sigmoid(z)
         out = {}
         for name, lab in (("dismissed", 0), ("confirmed", 1)):
             m = reviewed & (y == lab)

@@ -32,12 +32,17 @@ def combine(findings: list[Finding], cfg: ScoringConfig) -> tuple[np.ndarray, np
     s = contrib[soft_mask].sum(axis=0)
     m = contrib[mit_mask].sum(axis=0)
     logit = cfg.bias + h + np.maximum(s + m, np.minimum(s, 0.0))
-    return 1.0 / (1.0 + np.exp(-logit)), contrib
+    return sigmoid(logit), contrib
 
 
-def logit(p: np.ndarray | float) -> np.ndarray:
-    """The combiner's log-odds of a score (scores are clipped off 0 and 1 first)."""
-    q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Score from log-odds: the combiner's last step."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def logit(p: np.ndarray | float, eps: float = 1e-12) -> np.ndarray:
+    """The combiner's log-odds of a score (scores are clipped `eps` off 0 and 1 first)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     return np.log(q / (1 - q))
 
 

@@ -33,6 +33,7 @@ from distillguard.simulate.attacks import (
     _payment,
     _pick,
     _sizes,
+    _subset,
     question,
 )
 from distillguard.simulate.base import Account, World
@@ -200,9 +201,7 @@ class PersonaSynthKit(Harvest):
     def __init__(self, world: World, rng: np.random.Generator) -> None:
         super().__init__(world, rng)
         self.create_share = float(rng.uniform(0.4, 0.7))
-        self.templates = [
-            PERSONA_TEMPLATES[int(i)] for i in rng.choice(3, size=int(rng.integers(1, 3)), replace=False)
-        ]
+        self.templates = _subset(rng, PERSONA_TEMPLATES, 1, 2)
         self.temperature = float(rng.choice([0.7, 0.9, 1.0]))
         self.max_tokens = int(rng.choice([1024, 2048]))
 
