@@ -147,3 +147,68 @@ def test_online_scores_slices_like_the_batch(builder: LogBuilder, corpora, tmp_p
     assert abs(v.score - res.accounts.score[i]) < 1e-9
     assert v.evidence[0].signal == "slice.client"
     sc.close()
+
+
+def _sweep_client(builder: LogBuilder, account: str, questions: list[str], n_prompts: int) -> None:
+    """A script that samples each prompt at three temperatures (0.0 to 1.0 in steps of 0.05) with
+    log-probabilities and a fixed budget: one program, a dozen request configurations."""
+    temps = [k / 20 for k in range(21)]
+    gap = 86400 / (3 * n_prompts)
+    t = T0
+    for q in questions[:n_prompts]:
+        for temp in builder.rng.sample(temps, 3):
+            t += timedelta(seconds=gap * (0.9 + 0.2 * builder.rng.random()))
+            builder.add(
+                account,
+                t,
+                q,
+                max_tokens=4096,
+                temperature=temp,
+                logprobs=True,
+                top_logprobs=5,
+                response="A long answer in the teacher's words. " * 40,
+                completion_tokens=400,
+            )
+
+
+def test_a_sweeping_program_is_one_slice(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    """A program that varies its sampling parameters (a temperature sweep) sends a dozen configurations,
+    each too small to be scored alone; its output settings (budget, log-probabilities) are one, and that
+    slice is scored. A person's chat and a small job at two temperatures in another account stay ok."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 10 + i % 15, ip=f"198.51.100.{i}")
+    builder.chat_user("proxy", corpora["arena"], 150, ip="192.0.2.7")
+    _sweep_client(builder, "proxy", corpora["gsm8k"] + corpora["arena"], 60)
+    builder.chat_user("team", corpora["arena"], 120, ip="192.0.2.8")
+    for k in range(60):
+        builder.add(
+            "team",
+            T0 + timedelta(hours=2, seconds=k * 40),
+            f"Summarise this support ticket in two sentences: {corpora['arena'][k % len(corpora['arena'])]}",
+            max_tokens=200,
+            temperature=0.0 if k % 2 else 0.3,
+            response="The customer reports a problem. They want a fix.",
+            completion_tokens=25,
+        )
+    log = builder.write(tmp_path / "log.jsonl")
+    res, _ = scan([log], tmp_path / "out")
+    eng = DuckDBEngine()
+    eng.register_parquet("exchanges", tmp_path / "out" / "exchanges.parquet")
+    features.materialize_rows(eng, [cls() for cls in signals().values()])
+    biggest = eng.query(
+        "SELECT max(c) AS c FROM (SELECT count(*) AS c FROM dg_rows WHERE account_id = 'proxy' "
+        "AND max_tokens = 4096 GROUP BY ckey)"
+    )
+    eng.close()
+    # No one configuration of the script is big enough to be a client slice ...
+    assert biggest.column("c")[0].as_py() < ScanConfig().slice_min_exchanges
+    # ... but the program is.
+    i = res.accounts.ids.tolist().index("proxy")
+    assert res.levels[i] in ("suspect", "block")
+    ev = res.evidence[i][0]
+    assert ev.signal == "slice.client"
+    assert "180 of its" in ev.detail and "temperatures 0" in ev.detail and "temperature_sweep" in ev.detail
+    rows = {r["exchange_id"]: r for r in builder.rows}
+    assert all(rows[x]["max_tokens"] == 4096 for x in ev.examples)
+    for acct in ("team", *(f"user{u:02d}" for u in range(30))):
+        assert res.levels[res.accounts.ids.tolist().index(acct)] == "ok", acct

@@ -354,6 +354,21 @@ def _write_log(path: Path) -> int:
             client_ip=f"100.72.{k // 2}.{9 + k}" if k % 3 else f"2001:db8:{k:x}::{k + 1:x}",
             max_tokens=4096,
         )
+    # A proxy account: a person's chat, and a program that sweeps temperatures with log-probabilities (a
+    # dozen request configurations, one program family: its slice is scored).
+    _person(b, rng, "sweeper", 80, "198.51.110.7", "python-requests/2.31")
+    for k in range(90):
+        b.add(
+            "sweeper",
+            T0 + timedelta(hours=30, seconds=k * 300),
+            _topic_prompt(rng),
+            client_ip="198.51.110.7",
+            max_tokens=4096,
+            temperature=rng.randrange(21) / 20,
+            logprobs=True,
+            top_logprobs=5,
+            completion_tokens=400,
+        )
     # A few long prompts: the head-and-tail cuts (600 characters for skeletons, 6000 for patterns).
     for k in range(6):
         long_prompt = f"Summarize this report {k}: " + "The committee met and discussed the budget. " * (
@@ -421,6 +436,9 @@ def test_log_exercises_every_signal(
     assert quiet == names
     assert {"ok", "block"} <= set(duck.levels)
     assert len(duck.campaigns.ids) >= 2
+    # a program family's slice lifts its account (see detect.slices)
+    i = duck.accounts.ids.tolist().index("sweeper")
+    assert any(e.signal == "slice.client" and "sampling varied" in e.detail for e in duck.evidence[i])
 
 
 @pytest.mark.spark

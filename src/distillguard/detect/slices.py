@@ -13,6 +13,11 @@ timing, against the account population's medians. An account whose best slice sc
 takes the slice's score, and its evidence says so (`slice.client`: the slice's configuration, size,
 score and the findings behind it).
 
+A program that varies its sampling parameters on purpose (a temperature sweep, resampling with n>1 on
+some prompts) sends a dozen configurations, each maybe too small to score alone. So an account is also
+split by its programs' output settings (budget and log-probabilities, the sampling parameters left
+out): a group of these that spans two or more configurations is a slice too, a *program family*.
+
 Mitigations stay with the traffic they describe: the chat slice's follow-ups no longer explain away the
 harvest slice, while an evaluation harness's model comparison or a back-office job's narrow template
 are measured within their own slice, as they were within their account.
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.config import Config
 from distillguard.detect import scoring, skeletons
@@ -40,11 +46,29 @@ SEP = "#"  # slice id = account id + SEP + client key
 
 SIZES_SQL = """
 SELECT account_id, ckey, count(*) AS c, min(max_tokens) AS mt, max(max_tokens) AS mt_hi,
-  min(temperature) AS temp, min(n) AS nn,
+  min(temperature) AS temp, max(temperature) AS temp_hi, min(n) AS nn, max(n) AS nn_hi,
   max(CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END) AS lp
 FROM %s
 GROUP BY account_id, ckey
 """
+
+# A program's output settings, without the sampling parameters it may vary from request to request: the
+# key of an account's program slices. Nulls read as -1, so that the key joins back with plain equality.
+FAMILY_COLUMNS = {
+    "f_mt": "coalesce({t}max_tokens, -1)",
+    "f_lp": "coalesce(CAST({t}logprobs AS INT), -1)",
+    "f_tl": "coalesce({t}top_logprobs, -1)",
+}
+FAMILY_SQL = (
+    "SELECT account_id, "
+    + ", ".join(f"{e.format(t='')} AS {a}" for a, e in FAMILY_COLUMNS.items())
+    + """, count(*) AS c, count(DISTINCT ckey) AS k,
+  min(max_tokens) AS mt, max(max_tokens) AS mt_hi, min(temperature) AS temp, max(temperature) AS temp_hi,
+  min(n) AS nn, max(n) AS nn_hi, max(CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END) AS lp
+FROM %s
+GROUP BY account_id, """
+    + ", ".join(e.format(t="") for e in FAMILY_COLUMNS.values())
+)
 
 # (prompt, model) pairs per slice, counting every model its account sent each of the slice's prompts to
 PROMPT_MODELS_SQL = """
@@ -54,13 +78,27 @@ WITH pm AS (
   GROUP BY account_id, pkey
 ),
 d AS (
-  SELECT DISTINCT m.slice_id, e.account_id, e.pkey
-  FROM %(rows)s e JOIN slice_map m ON e.account_id = m.account_id AND e.ckey = m.ckey
+  SELECT DISTINCT s.account_id AS slice_id, m.account_id, s.pkey
+  FROM slice_rows s JOIN slice_map m ON s.account_id = m.slice_id
 )
 SELECT d.slice_id AS account_id, sum(pm.k) AS prompt_models
 FROM d JOIN pm ON d.account_id = pm.account_id AND d.pkey = pm.pkey
 GROUP BY d.slice_id
 """
+
+
+def _candidates(engine: Engine, rows: str) -> pa.Table:
+    """Every (account, client key) group, and every (account, program family) group that spans two or
+    more client keys (one that spans one is the same rows as that key's slice), with their sizes and
+    settings; `ckey` is null on the family rows and the family columns null on the others."""
+    exact = engine.query(SIZES_SQL % rows)
+    fam = engine.query(FAMILY_SQL % rows)
+    fam = fam.filter(pc.greater_equal(fam.column("k"), 2)).drop(["k"])
+    for k in FAMILY_COLUMNS:
+        exact = exact.append_column(k, pa.nulls(exact.num_rows, pa.int64()))
+    fam = fam.append_column("ckey", pa.nulls(fam.num_rows, pa.string()))
+    schema = pa.schema([f.with_nullable(True) for f in exact.schema])  # Spark marks its columns non-null
+    return pa.concat_tables([exact.cast(schema), fam.select(schema.names).cast(schema)])
 
 
 @dataclass
@@ -71,16 +109,23 @@ class Slices:
     account: np.ndarray  # int, index of each slice's account in the account arrays
     size: np.ndarray  # exchanges per slice
     words: list[str]  # the slice's configuration in words
+    family: np.ndarray  # bool per slice: a program family (sampling varied), not one configuration
     best: np.ndarray  # int per account: index of its best slice, -1 when it has none
 
 
-def _config_words(mt: float, mt_hi: float, temp: float, nn: float, lp: float) -> str:
+def _config_words(
+    mt: float, mt_hi: float, temp: float, temp_hi: float, nn: float, nn_hi: float, lp: float
+) -> str:
     parts = [
         "max_tokens unset" if np.isnan(mt) else f"max_tokens {mt:.0f}" if mt == mt_hi else "max_tokens set",
-        "temperature unset" if np.isnan(temp) else f"temperature {temp:.2g}",
+        "temperature unset"
+        if np.isnan(temp_hi)
+        else f"temperature {temp:.2g}"
+        if temp == temp_hi
+        else f"temperatures {temp:.2g} to {temp_hi:.2g}",
     ]
-    if not np.isnan(nn) and nn > 1:
-        parts.append(f"n={nn:.0f}")
+    if not np.isnan(nn_hi) and nn_hi > 1:
+        parts.append(f"n={nn:.0f}" if nn == nn_hi else f"n up to {nn_hi:.0f}")
     if lp > 0:
         parts.append("log-probabilities")
     return ", ".join(parts)
@@ -126,7 +171,7 @@ def score_slices(
     lo = cfg.scan.slice_min_exchanges
     if lo <= 0 or tpl.key is None or not len(acc.ids):
         return None
-    t = engine.query(SIZES_SQL % rows)
+    t = _candidates(engine, rows)
     pos = {a: i for i, a in enumerate(acc.ids.tolist())}
     a_i = np.array([pos.get(a, -1) for a in t.column("account_id").to_pylist()], dtype=np.int64)
     c = np.asarray(t.column("c").to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -137,22 +182,32 @@ def score_slices(
     idx = np.flatnonzero(keep)
     aids = t.column("account_id").to_pylist()
     ckeys = t.column("ckey").to_pylist()
-    sids = [f"{aids[j]}{SEP}{ckeys[j]}" for j in idx]
+    fam = {k: t.column(k).to_pylist() for k in FAMILY_COLUMNS}
+    sids = [
+        f"{aids[j]}{SEP}{ckeys[j]}"
+        if ckeys[j] is not None
+        else f"{aids[j]}{SEP}family:" + "|".join(str(fam[k][j]) for k in FAMILY_COLUMNS)
+        for j in idx
+    ]
     engine.register_arrow(
         "slice_map",
         pa.table(
             {
                 "account_id": pa.array([aids[j] for j in idx], pa.string()),
                 "ckey": pa.array([ckeys[j] for j in idx], pa.string()),
+                **{k: pa.array([v[j] for j in idx], pa.int64()) for k, v in fam.items()},
                 "slice_id": pa.array(sids, pa.string()),
             }
         ),
     )
     names = engine.query(f"SELECT * FROM {rows} LIMIT 0").column_names
     cols = ", ".join("m.slice_id AS account_id" if n == "account_id" else f"e.{n}" for n in names)
+    same_family = " AND ".join(f"{e.format(t='e.')} = m.{a}" for a, e in FAMILY_COLUMNS.items())
     engine.create_view(
         "slice_rows",
-        f"SELECT {cols} FROM {rows} e JOIN slice_map m ON e.account_id = m.account_id AND e.ckey = m.ckey",
+        f"SELECT {cols} FROM {rows} e JOIN slice_map m ON e.account_id = m.account_id AND e.ckey = m.ckey "
+        f"UNION ALL SELECT {cols} FROM {rows} e JOIN slice_map m "
+        f"ON e.account_id = m.account_id AND m.ckey IS NULL AND {same_family}",
     )
     engine.create_view("slice_exchanges", "SELECT account_id, ts, exchange_id FROM slice_rows")
     if peers is None:
@@ -186,19 +241,17 @@ def score_slices(
     src = idx[np.array([order[s] for s in sc.ids.tolist()], dtype=np.int64)]
     num = {
         name: np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)[src]
-        for name in ("mt", "mt_hi", "temp", "nn", "lp")
+        for name in ("mt", "mt_hi", "temp", "temp_hi", "nn", "nn_hi", "lp")
     }
-    words = [
-        _config_words(num["mt"][j], num["mt_hi"][j], num["temp"][j], num["nn"][j], num["lp"][j])
-        for j in range(len(src))
-    ]
+    words = [_config_words(*(num[k][j] for k in num)) for j in range(len(src))]
     account = a_i[src]
     best = np.full(len(acc.ids), -1, dtype=np.int64)
     top = np.full(len(acc.ids), -np.inf)
     for j, a in enumerate(account.tolist()):
         if sc.score[j] > top[a]:
             top[a], best[a] = sc.score[j], j
-    return Slices(scored=sc, account=account, size=c[src], words=words, best=best)
+    family = np.array([ckeys[j] is None for j in src.tolist()], dtype=bool)
+    return Slices(scored=sc, account=account, size=c[src], words=words, family=family, best=best)
 
 
 def lift(acc: Scored, sl: Slices | None, cfg: Config) -> dict[int, Evidence]:
@@ -221,8 +274,13 @@ def lift(acc: Scored, sl: Slices | None, cfg: Config) -> dict[int, Evidence]:
             value=round(s, 6),
             threshold=cfg.scoring.levels["suspect"],
             weight=round(float(scoring.logit(s) - scoring.logit(own)), 4),
-            detail=f"{sl.size[j]:.0f} of its {n_acc[i]:.0f} exchanges share one request configuration "
-            f"({sl.words[j]}) and score {s:.3f} on their own ({why}); the whole account scores {own:.3f}",
+            detail=f"{sl.size[j]:.0f} of its {n_acc[i]:.0f} exchanges share "
+            + (
+                "one program's output settings, sampling varied"
+                if sl.family[j]
+                else "one request configuration"
+            )
+            + f" ({sl.words[j]}) and score {s:.3f} on their own ({why}); the whole account scores {own:.3f}",
             examples=[x for e in pos for x in e.examples][: cfg.scan.examples],
         )
         acc.score[i] = s
