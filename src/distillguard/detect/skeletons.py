@@ -24,11 +24,15 @@ from distillguard.store.engine import Engine, release_memory
 def skeleton_sql(col: str) -> str:
     """The skeleton of a lower-cased prompt column: the head and tail of a long prompt (templates show
     there), the whole of a short one; variable slots masked in one pass to one token (URLs and e-mail
-    addresses, quoted spans, numbers); whitespace runs collapsed in a second pass."""
+    addresses, quoted spans, numbers); whitespace runs collapsed to one space in a second pass."""
     return (
         f"{{rxr({{rxr(CASE WHEN length({col}) > 600 "
         f"THEN concat(left({col}, 400), ' | ', right({col}, 200)) ELSE coalesce({col}, '') END, "
-        r"'https?://[^\s]+|[^\s@]+@[^\s@]+|\"[^\"]{1,200}\"|[0-9]+([.,][0-9]+)*', '#')}, '\s+', ' ')}"
+        r"'https?://[^\s]+|[^\s@]+@[^\s@]+|\"[^\"]{1,200}\"|[0-9]+([.,][0-9]+)*', '#')}, "
+        # Collapsing every whitespace run (`\s+`) replaced each space between two words with a space: a
+        # match per word, most of the skeleton's cost. Runs of two or more and the other whitespace
+        # characters (RE2's \s is [\t\n\f\r ]) give the same text.
+        r"'\s\s+|[\t\n\f\r]', ' ')}"
     )
 
 
