@@ -338,3 +338,111 @@ def test_bad_spans_are_quarantined_with_their_lines(tmp_path: Path) -> None:
     assert "user.id" in reasons[4]
     assert "gen_ai.input.messages" in reasons[5]
     assert all(b["file"] == str(path) for b in bad)
+
+
+def _event_span(events: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "traceId": "ef" * 16,
+        "spanId": "01" * 8,
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+            {"key": "user.id", "value": {"stringValue": "acct_events"}},
+            *(extra or []),
+        ],
+        "events": events,
+    }
+
+
+def _attr(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def test_content_on_span_events_is_read(tmp_path: Path) -> None:
+    """Instrumentations that put content on span events: the older conventions' gen_ai.content.prompt /
+    .completion events (JSON strings of OpenAI-shaped messages), and the newer operation-details event.
+    The span's own content attributes win over its events'."""
+    old = _event_span(
+        [
+            {
+                "name": "gen_ai.content.prompt",
+                "timeUnixNano": "1700000000000000000",
+                "attributes": [
+                    _attr(
+                        "gen_ai.prompt",
+                        orjson.dumps(
+                            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+                        ).decode(),
+                    )
+                ],
+            },
+            {
+                "name": "gen_ai.content.completion",
+                "attributes": [_attr("gen_ai.completion", '[{"role": "assistant", "content": "4"}]')],
+            },
+        ]
+    )
+    details = _event_span(
+        [
+            {"name": "exception", "attributes": [_attr("exception.message", "retry")]},
+            {
+                "name": "gen_ai.client.inference.operation.details",
+                "attributes": [
+                    _attr("gen_ai.system_instructions", '[{"type": "text", "content": "Be brief."}]'),
+                    _attr(
+                        "gen_ai.input.messages",
+                        '[{"role": "user", "parts": [{"type": "text", "content": "2+2?"}]}]',
+                    ),
+                    _attr(
+                        "gen_ai.output.messages",
+                        '[{"role": "assistant", "parts": [{"type": "text", "content": "4"}], "finish_reason": "stop"}]',
+                    ),
+                ],
+            },
+        ]
+    )
+    own = _event_span(
+        [{"name": "gen_ai.content.prompt", "attributes": [_attr("gen_ai.prompt", "from the event")]}],
+        extra=[_attr("gen_ai.input.messages", "from the span")],
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]}) + b"\n"
+            for s in (old, details, own)
+        )
+    )
+    good, bad = read_all(path, tmp_path)
+    assert bad == []
+    (_, a), (_, b), (_, c) = good
+    for ex in (a, b):
+        assert ex.system_prompt == "Be brief."
+        assert ex.messages == [{"role": "user", "content": "2+2?"}]
+        assert ex.response_text == "4"
+    assert b.finish_reason == "stop"
+    assert c.messages == [{"role": "user", "content": "from the span"}] and c.response_text is None
+
+
+def test_bad_span_events_are_quarantined_with_the_event_named(tmp_path: Path) -> None:
+    spans = [
+        _event_span("not a list"),  # type: ignore[arg-type]
+        _event_span([{"name": "gen_ai.content.prompt", "attributes": {"gen_ai.prompt": "x"}}]),
+        _event_span(
+            [{"name": "gen_ai.content.completion", "attributes": [_attr("gen_ai.completion", "[{oops")]}]
+        ),
+    ]
+    path = tmp_path / "bad_events.jsonl"
+    path.write_bytes(
+        b"".join(orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]}) + b"\n" for s in spans)
+    )
+    good, bad = read_all(path, tmp_path)
+    assert good == []
+    assert [b["line"] for b in bad] == [1, 2, 3]
+    assert "events: expected a list" in bad[0]["reason"]
+    assert "events[0] (gen_ai.content.prompt).attributes" in bad[1]["reason"]
+    assert (
+        "events[0] (gen_ai.content.completion).gen_ai.completion: a string that starts like JSON"
+        in bad[2]["reason"]
+    )

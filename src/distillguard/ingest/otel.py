@@ -48,7 +48,14 @@ Mapping (GenAI semantic conventions; older names as fallbacks; span attributes w
   traceId, spanId, resource service.name            trace_id, span_id and service_name
 
 The content attributes (system instructions, input and output messages) may be structured AnyValues or a
-JSON string (what SDKs that cannot record structured attributes write); both are read.
+JSON string (what SDKs that cannot record structured attributes write); both are read. Instrumentations
+that record content on span events instead are read too, when the span's own attributes have none:
+
+  event gen_ai.client.inference.operation.details   its gen_ai.system_instructions, gen_ai.input.messages
+                                                    and gen_ai.output.messages, as above
+  events gen_ai.content.prompt / .completion        their gen_ai.prompt / gen_ai.completion (the older
+  (semantic conventions up to 1.27)                 conventions: a JSON string of OpenAI-shaped messages,
+                                                    or a bare prompt; the first choice is the response)
 
 Exchange fields that have no semantic convention travel as `distillguard.*` span attributes
 (distillguard.asn, .payment_fp, .device_fp, .reasoning_effort, .logprobs, .top_logprobs, .n_tools, .tool_set,
@@ -287,7 +294,11 @@ def _output(attrs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     m = v[0]  # several output messages are several choices (n > 1): the first stands for the call
     if not isinstance(m, dict):
         raise _Unmappable("gen_ai.output.messages[0]: expected a message object")
+    if isinstance(m.get("message"), dict):  # an OpenAI-shaped choice: {"index", "message", "finish_reason"}
+        m = {**m["message"], "finish_reason": m.get("finish_reason")}
     parts = m.get("parts")
+    if parts is None and "content" in m:  # OpenAI-shaped message, as some instrumentations write
+        parts = [{"type": "text", "content": message_text(m)}]
     texts = _part_texts(parts)
     reasoning = _part_texts(parts, "reasoning")
     fr = m.get("finish_reason")
@@ -296,6 +307,50 @@ def _output(attrs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
         "\n".join(reasoning) if reasoning else None,
         fr if isinstance(fr, str) else None,
     )
+
+
+# Content carried on span events, and the span attribute each one stands for
+_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_CONTENT_ATTRS = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages")
+_LEGACY_EVENTS = {
+    "gen_ai.content.prompt": ("gen_ai.prompt", "gen_ai.input.messages"),
+    "gen_ai.content.completion": ("gen_ai.completion", "gen_ai.output.messages"),
+}
+
+
+def _with_event_content(attrs: dict[str, Any], events: Any) -> dict[str, Any]:
+    """The span's attributes, with the content its events carry where the attributes have none of it."""
+    if not isinstance(events, list):
+        raise _Unmappable("events: expected a list")
+    has_prompt = "gen_ai.input.messages" in attrs or any(k.startswith("gen_ai.prompt.") for k in attrs)
+    has_output = "gen_ai.output.messages" in attrs or any(k.startswith("gen_ai.completion.") for k in attrs)
+    if has_prompt and has_output:
+        return attrs
+    found: dict[str, Any] = {}
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise _Unmappable(f"events[{i}]: expected an event object")
+        name = ev.get("name")
+        if name == _DETAILS_EVENT:
+            ea = _attributes(ev.get("attributes"), f"events[{i}] ({name}).attributes")
+            for k in _CONTENT_ATTRS:
+                if ea.get(k) is not None:
+                    found.setdefault(k, _structured(ea[k], f"events[{i}] ({name}).{k}"))
+        elif name in _LEGACY_EVENTS:
+            src, dst = _LEGACY_EVENTS[name]
+            ea = _attributes(ev.get("attributes"), f"events[{i}] ({name}).attributes")
+            if ea.get(src) is not None:
+                found.setdefault(dst, _structured(ea[src], f"events[{i}] ({name}).{src}"))
+    if not found:
+        return attrs
+    out = dict(attrs)
+    if not has_prompt:
+        for k in ("gen_ai.system_instructions", "gen_ai.input.messages"):
+            if k in found:
+                out.setdefault(k, found[k])
+    if not has_output and "gen_ai.output.messages" in found:
+        out["gen_ai.output.messages"] = found["gen_ai.output.messages"]
+    return out
 
 
 # -- span -> Exchange fields ------------------------------------------------------------------------------
@@ -524,6 +579,8 @@ class OtelGenAI:
             attrs = _attributes(span.get("attributes"), "attributes")
             if not any(k.startswith("gen_ai.") for k in attrs):
                 return None  # not a GenAI span (HTTP, database...): not an exchange
+            if span.get("events"):
+                attrs = _with_event_content(attrs, span["events"])
             if attrs.get("gen_ai.operation.name") in _NOT_MODEL_CALLS:
                 return None
             return RawRecord(lineno, span_fields(span, attrs, res))
