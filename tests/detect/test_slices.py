@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from distillguard.config import Config, ScanConfig
 from distillguard.detect import features
@@ -71,10 +72,8 @@ def test_harvest_slice_is_not_diluted(builder: LogBuilder, corpora, tmp_path: Pa
         assert res.levels[j] == "ok" and res.accounts.score[j] == off.accounts.score[j]
 
 
-def test_two_benign_clients_stay_ok(builder: LogBuilder, corpora, tmp_path: Path) -> None:
-    """A person's chat plus a small nightly summarising job: each slice is ordinary on its own."""
-    for i in range(30):
-        builder.chat_user(f"user{i:02d}", corpora["arena"], 10 + i % 15, ip=f"198.51.100.{i}")
+def _team(builder: LogBuilder, corpora: dict[str, list[str]], temps: tuple[float, ...]) -> None:
+    """A person's chat, and a small summarising job at the given temperatures (in turn)."""
     builder.chat_user("team", corpora["arena"], 120, ip="192.0.2.8")
     for k in range(60):
         builder.add(
@@ -82,10 +81,28 @@ def test_two_benign_clients_stay_ok(builder: LogBuilder, corpora, tmp_path: Path
             T0 + timedelta(hours=2, seconds=k * 40),
             f"Summarise this support ticket in two sentences: {corpora['arena'][k % len(corpora['arena'])]}",
             max_tokens=200,
-            temperature=0.0,
+            temperature=temps[k % len(temps)],
             response="The customer reports a problem. They want a fix.",
             completion_tokens=25,
         )
+
+
+def _rows_query(out: Path, sql: str) -> pa.Table:
+    """`sql` over the materialised row columns (`dg_rows`) of a scan's exchanges."""
+    eng = DuckDBEngine()
+    try:
+        eng.register_parquet("exchanges", out / "exchanges.parquet")
+        features.materialize_rows(eng, [cls() for cls in signals().values()])
+        return eng.query(sql)
+    finally:
+        eng.close()
+
+
+def test_two_benign_clients_stay_ok(builder: LogBuilder, corpora, tmp_path: Path) -> None:
+    """A person's chat plus a small nightly summarising job: each slice is ordinary on its own."""
+    for i in range(30):
+        builder.chat_user(f"user{i:02d}", corpora["arena"], 10 + i % 15, ip=f"198.51.100.{i}")
+    _team(builder, corpora, (0.0,))
     log = builder.write(tmp_path / "log.jsonl")
     res, _ = scan([log], tmp_path / "out")
     i = res.accounts.ids.tolist().index("team")
@@ -118,12 +135,10 @@ def test_harness_comparison_spans_its_slices(builder: LogBuilder, corpora, tmp_p
             )
     log = builder.write(tmp_path / "log.jsonl")
     res, _ = scan([log], tmp_path / "out")
-    eng = DuckDBEngine()
-    eng.register_parquet("exchanges", tmp_path / "out" / "exchanges.parquet")
-    features.materialize_rows(eng, [cls() for cls in signals().values()])
-    keys = eng.query("SELECT account_id, count(DISTINCT ckey) AS k FROM dg_rows GROUP BY account_id")
+    keys = _rows_query(
+        tmp_path / "out", "SELECT account_id, count(DISTINCT ckey) AS k FROM dg_rows GROUP BY account_id"
+    )
     k = dict(zip(keys.column("account_id").to_pylist(), keys.column("k").to_pylist(), strict=True))
-    eng.close()
     assert k["harness"] == 1 and k["harness2"] == 2
     for acct in ("harness", "harness2"):
         i = res.accounts.ids.tolist().index(acct)
@@ -179,27 +194,14 @@ def test_a_sweeping_program_is_one_slice(builder: LogBuilder, corpora, tmp_path:
         builder.chat_user(f"user{i:02d}", corpora["arena"], 10 + i % 15, ip=f"198.51.100.{i}")
     builder.chat_user("proxy", corpora["arena"], 150, ip="192.0.2.7")
     _sweep_client(builder, "proxy", corpora["gsm8k"] + corpora["arena"], 60)
-    builder.chat_user("team", corpora["arena"], 120, ip="192.0.2.8")
-    for k in range(60):
-        builder.add(
-            "team",
-            T0 + timedelta(hours=2, seconds=k * 40),
-            f"Summarise this support ticket in two sentences: {corpora['arena'][k % len(corpora['arena'])]}",
-            max_tokens=200,
-            temperature=0.0 if k % 2 else 0.3,
-            response="The customer reports a problem. They want a fix.",
-            completion_tokens=25,
-        )
+    _team(builder, corpora, (0.0, 0.3))
     log = builder.write(tmp_path / "log.jsonl")
     res, _ = scan([log], tmp_path / "out")
-    eng = DuckDBEngine()
-    eng.register_parquet("exchanges", tmp_path / "out" / "exchanges.parquet")
-    features.materialize_rows(eng, [cls() for cls in signals().values()])
-    biggest = eng.query(
+    biggest = _rows_query(
+        tmp_path / "out",
         "SELECT max(c) AS c FROM (SELECT count(*) AS c FROM dg_rows WHERE account_id = 'proxy' "
-        "AND max_tokens = 4096 GROUP BY ckey)"
+        "AND max_tokens = 4096 GROUP BY ckey)",
     )
-    eng.close()
     # No one configuration of the script is big enough to be a client slice ...
     assert biggest.column("c")[0].as_py() < ScanConfig().slice_min_exchanges
     # ... but the program is.

@@ -347,9 +347,9 @@ def _event_span(events: list[dict[str, Any]], extra: list[dict[str, Any]] | None
         "startTimeUnixNano": "1700000000000000000",
         "endTimeUnixNano": "1700000001000000000",
         "attributes": [
-            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
-            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
-            {"key": "user.id", "value": {"stringValue": "acct_events"}},
+            _attr("gen_ai.operation.name", "chat"),
+            _attr("gen_ai.request.model", "gpt-4o"),
+            _attr("user.id", "acct_events"),
             *(extra or []),
         ],
         "events": events,
