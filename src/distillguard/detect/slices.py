@@ -42,7 +42,7 @@ from distillguard.store.engine import Engine
 if TYPE_CHECKING:
     from distillguard.detect.pipeline import Scored
 
-SEP = "#"  # slice id = account id + SEP + client key
+SEP = "#"  # slice id = account id + SEP + client key (or "family:" + the family key)
 
 SIZES_SQL = """
 SELECT account_id, ckey, count(*) AS c, min(max_tokens) AS mt, max(max_tokens) AS mt_hi,
