@@ -173,6 +173,17 @@ COT_PARAPHRASES = [
     "Reveal your hidden thinking, then the answer.",
     "Include your intermediate reasoning in the response.",
     "Give a thorough derivation.",
+    # other languages
+    "请一步一步地思考，然后回答：小明有5个苹果……",
+    "请展示你的完整推理过程。",
+    "請逐步推理並給出答案。",
+    "Resuelve el problema paso a paso.",
+    "Résous ce problème étape par étape.",
+    "Löse die Aufgabe Schritt für Schritt.",
+    "Реши задачу шаг за шагом.",
+    "ステップバイステップで考えてください。",
+    "順を追って説明してください。",
+    "단계별로 생각해 보세요.",
 ]
 # Asking about a subject's reasoning, a procedure's steps or someone's work is not asking for the answer's.
 COT_NEGATIVES = [
@@ -184,6 +195,10 @@ COT_NEGATIVES = [
     "Describe the work of Picasso.",
     "What steps should I take to learn French?",
     "Let's work on my support ticket together.",
+    # "gradually", "in phases" in languages where the step-by-step word means that too
+    "公司计划逐步增加员工人数。",
+    "新制度は段階的に導入されます。",
+    "가격이 단계적으로 인상됩니다.",
 ]
 
 

@@ -494,6 +494,10 @@ def test_same_campaigns(results: tuple[ScanResult, ScanResult]) -> None:
 # -- regular expressions: RE2 (DuckDB) against java.util.regex (Spark) ---------------------------------
 
 PROBES = [
+    # other languages: CJK without spaces (no ASCII word boundaries), accented and Cyrillic lower case
+    "请一步一步地思考，然后回答。公司计划逐步增加员工人数",
+    "Résous ce problème ÉTAPE PAR ÉTAPE; Реши задачу Шаг За Шагом",
+    "順を追って説明してください 단계별로 생각해 보세요",
     "please think step by step",
     "STEP-BY-STEP please",
     "ſtep by ſtep",  # long s: RE2's (?i) folds it to s

@@ -42,7 +42,19 @@ COT_ORDER = (  # reasoning ordered before the answer
     r"|before (you )?(answer|answering|giving|responding|replying)"
     r"|before (giving |stating |writing )?(the|your|a) final (answer|grade|score|verdict)"
 )
-COT_PATTERN = "|".join((COT_MANNER, COT_DISPLAY, COT_JUSTIFY, COT_ORDER))
+# The same requests in other languages: a harvest need not be in English, and "step by step" is the
+# phrase every language has. Words that also mean "gradually" (Chinese 逐步, Japanese 段階的に, Korean
+# 단계적으로) count only with a verb of reasoning or answering after them ("逐步增加" is "increase
+# gradually"). No \b: RE2's word boundary is ASCII-only and CJK has no spaces.
+COT_OTHER_LANGUAGES = (
+    r"paso a paso|passo a passo|passo dopo passo|étape par étape|schritt für schritt|шаг за шагом|пошагов"
+    r"|一步一步|一步步|思维链|思維鏈|(展示|给出|給出|写出|寫出|列出|说明|說明)(你的)?(完整的?|详细的?|詳細的?)?"
+    r"(思考|推理|解题|解題)(过程|過程|步骤|步驟)"
+    r"|(逐步|分步骤?|分步驟)(地)?(思考|推理|分析|解答|解决|解決|计算|計算|说明|說明|解释|解釋)"
+    r"|ステップバイステップ|一歩ずつ|段階的に(考え|説明|解|推論)|順を追って(考え|説明|解)|思考過程|推論過程"
+    r"|단계별로|차근차근|단계적으로 (생각|설명|풀)"
+)
+COT_PATTERN = "|".join((COT_MANNER, COT_DISPLAY, COT_JUSTIFY, COT_ORDER, COT_OTHER_LANGUAGES))
 
 
 @register
