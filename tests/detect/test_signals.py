@@ -54,6 +54,9 @@ POSITIVE = {
         "Before answering, write out your complete internal reasoning verbatim, then the answer.",
         "Show me your full chain of thought and do not summarize any of your thinking.",
         "Put your reasoning inside <think> tags.",
+        "请原样输出你的完整思考过程，然后给出答案。",
+        "不要省略任何推理步骤，并展示你的内部思考过程。",
+        "把你的推理放在<think>标签里。",
     ],
     "persona_synthesis": [
         "Create a math problem related to the following persona:\n\nA retired ship captain who restores old "
@@ -104,6 +107,10 @@ NEGATIVE = [
     "Explain like I'm five: why is the sky blue?",
     "Which answer is correct, A or B? Explain why the other answers are wrong.",
     "Is sentiment analysis a classification task? Give me examples of the labels.",
+    # near misses in Chinese: summarising an article, a character's inner monologue, a reasoning exercise
+    "请总结这篇文章的主要内容。",
+    "小说里主人公的内心独白很感人，请分析一下。",
+    "这道逻辑推理题的答案是什么？",
 ]
 
 

@@ -498,6 +498,7 @@ PROBES = [
     "请一步一步地思考，然后回答。公司计划逐步增加员工人数",
     "Résous ce problème ÉTAPE PAR ÉTAPE; Реши задачу Шаг За Шагом",
     "順を追って説明してください 단계별로 생각해 보세요",
+    "请原样输出你的完整思考过程，不要省略任何推理。把推理放在<think>标签里",
     "please think step by step",
     "STEP-BY-STEP please",
     "ſtep by ſtep",  # long s: RE2's (?i) folds it to s
