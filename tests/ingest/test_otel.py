@@ -446,3 +446,12 @@ def test_bad_span_events_are_quarantined_with_the_event_named(tmp_path: Path) ->
         "events[0] (gen_ai.content.completion).gen_ai.completion: a string that starts like JSON"
         in bad[2]["reason"]
     )
+
+
+def test_events_of_spans_that_are_not_model_calls_are_not_read(tmp_path: Path) -> None:
+    """An agent's tool span is skipped whatever its events hold: they are not read, so not quarantined."""
+    tool = _event_span("not a list", extra=[_attr("gen_ai.operation.name", "execute_tool")])  # type: ignore[arg-type]
+    tool["attributes"] = [a for a in tool["attributes"] if a["value"] != {"stringValue": "chat"}]
+    path = tmp_path / "tool.jsonl"
+    path.write_bytes(orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [tool]}]}]}) + b"\n")
+    assert read_all(path, tmp_path) == ([], [])

@@ -579,10 +579,10 @@ class OtelGenAI:
             attrs = _attributes(span.get("attributes"), "attributes")
             if not any(k.startswith("gen_ai.") for k in attrs):
                 return None  # not a GenAI span (HTTP, database...): not an exchange
-            if span.get("events"):
-                attrs = _with_event_content(attrs, span["events"])
             if attrs.get("gen_ai.operation.name") in _NOT_MODEL_CALLS:
                 return None
+            if span.get("events"):  # only for model calls: agent and tool spans are skipped unread
+                attrs = _with_event_content(attrs, span["events"])
             return RawRecord(lineno, span_fields(span, attrs, res))
         except _Unmappable as e:
             return RawRecord(lineno, None, f"span {sid}: {e}", orjson.dumps(span))
