@@ -44,10 +44,13 @@ if TYPE_CHECKING:
 
 SEP = "#"  # slice id = account id + SEP + client key (or "family:" + the family key)
 
-SIZES_SQL = """
-SELECT account_id, ckey, count(*) AS c, min(max_tokens) AS mt, max(max_tokens) AS mt_hi,
+# A slice's size and the settings its words give (the same for configuration and family slices)
+_SETTINGS = """count(*) AS c, min(max_tokens) AS mt, max(max_tokens) AS mt_hi,
   min(temperature) AS temp, max(temperature) AS temp_hi, min(n) AS nn, max(n) AS nn_hi,
-  max(CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END) AS lp
+  max(CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END) AS lp"""
+
+SIZES_SQL = f"""
+SELECT account_id, ckey, {_SETTINGS}
 FROM %s
 GROUP BY account_id, ckey
 """
@@ -62,9 +65,7 @@ FAMILY_COLUMNS = {
 FAMILY_SQL = (
     "SELECT account_id, "
     + ", ".join(f"{e.format(t='')} AS {a}" for a, e in FAMILY_COLUMNS.items())
-    + """, count(*) AS c, count(DISTINCT ckey) AS k,
-  min(max_tokens) AS mt, max(max_tokens) AS mt_hi, min(temperature) AS temp, max(temperature) AS temp_hi,
-  min(n) AS nn, max(n) AS nn_hi, max(CASE WHEN logprobs OR coalesce(top_logprobs, 0) > 0 THEN 1 ELSE 0 END) AS lp
+    + f""", count(DISTINCT ckey) AS k, {_SETTINGS}
 FROM %s
 GROUP BY account_id, """
     + ", ".join(e.format(t="") for e in FAMILY_COLUMNS.values())
