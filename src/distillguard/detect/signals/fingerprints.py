@@ -84,7 +84,7 @@ FINGERPRINTS: dict[str, str] = {
         r"|(every|each|all) (of your )?intermediate (thoughts?|reasoning|steps)"
         r"|exactly as you (thought|reasoned|deliberated)"
         r"|(inside|in|within|between) <(think|thinking|reasoning|thoughts)> tags"
-        # the same in Chinese (the 2026 reports' coercion campaigns): do not omit or summarise the thinking;
+        # the same in Chinese: do not omit or summarise the thinking;
         # the complete, verbatim or hidden reasoning; <think> tags
         r"|(不要|不得|请勿|請勿|切勿|别|別)(省略|总结|總結|概括|跳过|跳過|删减|刪減|简化|簡化)(任何)?(你的)?(思考|推理|思维|思維)"
         r"|(原样|原樣|逐字|完整|全部|一字不差)(地|的)?(输出|輸出|展示|显示|顯示|写出|寫出|复述|複述)(你的)?"
