@@ -359,6 +359,47 @@ def test_agent_loops_are_not_resampling(builder: LogBuilder, corpora, tmp_path: 
         assert f["shape.deterministic_replay"].value[i] == 0.0, acc
 
 
+def test_a_tool_loop_is_one_prompt_not_single_turn_prompts(
+    builder: LogBuilder, corpora, tmp_path: Path
+) -> None:
+    """Each step of an agent's loop repeats its task as the one user message, after the tool calls and
+    results so far. The steps after the first are not new single-turn prompts, nor a template reused,
+    nor a person's follow-ups; the first step is the task's prompt. The same goes for the older API's
+    "function" role. A prompt that merely quotes `"role":"tool"` is an ordinary prompt."""
+    t = T0 + timedelta(hours=9)
+    tasks = corpora["arena"][:40]
+    for k, task in enumerate(tasks):
+        for steps in range(6):
+            t += timedelta(seconds=30)
+            for acc in ("agent", "legacy"):
+                builder.add(
+                    acc, t, task, temperature=0.0, max_tokens=8192, n_tools=3, client_ip="198.51.100.8"
+                )
+                hist = _agent_step_history(k, task, steps)
+                if acc == "legacy":
+                    hist = [
+                        {"role": "function", "name": "read_file", "content": m["content"]}
+                        if m["role"] == "tool"
+                        else {"role": "assistant", "content": "calling read_file"}
+                        for m in hist
+                    ]
+                builder.rows[-1]["messages"] = [{"role": "user", "content": task}, *hist]
+        quoting = f'Why does my client send {{"role":"tool","content":"{k}"}} back? {task[:200]}'
+        builder.add("quoting", t, quoting, client_ip="198.51.100.9")
+    res, _ = scan([builder.write(tmp_path / "log.jsonl")], tmp_path / "out")
+    ids = res.accounts.ids.tolist()
+    f = {x.name: x for x in res.accounts.findings}
+    for acc in ("agent", "legacy"):
+        i = ids.index(acc)
+        # 40 tasks, 240 requests: only each task's first request is a single-turn prompt.
+        assert f["open_loop.single_turn"].value[i] == 40 / 240, acc
+        assert f["open_loop.single_turn"].strength[i] == 0.0, acc
+        assert f["open_loop.follow_ups"].value[i] == 0.0, acc
+        # Each task is one prompt, sent once: no template is reused.
+        assert f["skeleton.reuse"].value[i] == 0.0, acc
+    assert f["open_loop.single_turn"].value[ids.index("quoting")] == 1.0
+
+
 def test_a_new_set_of_tools_per_task_is_synthetic_tool_use(
     builder: LogBuilder, corpora, tmp_path: Path
 ) -> None:

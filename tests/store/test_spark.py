@@ -369,6 +369,21 @@ def _write_log(path: Path) -> int:
             top_logprobs=5,
             completion_tokens=400,
         )
+    # An agent: each task looped over tool calls and their results (tool steps: not single-turn prompts).
+    for k in range(12):
+        task = _topic_prompt(rng)
+        for step in range(5):
+            row = b.add("agent", T0 + timedelta(hours=34, seconds=k * 600 + step * 20), task, n_tools=3)
+            for s_ in range(step):
+                call = {
+                    "id": f"c{k}_{s_}",
+                    "type": "function",
+                    "function": {"name": "grep", "arguments": "{}"},
+                }
+                row["messages"] += [
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": call["id"], "content": f"result {s_}"},
+                ]
     # A few long prompts: the head-and-tail cuts (600 characters for skeletons, 6000 for patterns).
     for k in range(6):
         long_prompt = f"Summarize this report {k}: " + "The committee met and discussed the budget. " * (
@@ -439,6 +454,9 @@ def test_log_exercises_every_signal(
     # a program family's slice lifts its account (see detect.slices)
     i = duck.accounts.ids.tolist().index("sweeper")
     assert any(e.signal == "slice.client" and "sampling varied" in e.detail for e in duck.evidence[i])
+    # an agent's tool steps: only each task's first request is a single-turn prompt
+    f = next(x for x in duck.accounts.findings if x.name == "open_loop.single_turn")
+    assert f.value[duck.accounts.ids.tolist().index("agent")] == 12 / 60
 
 
 @pytest.mark.spark

@@ -45,6 +45,15 @@ def client_params_sql(alias: str = "") -> str:
 
 
 CLIENT_KEY_SQL = "{hash(concat(" + client_params_sql("e.") + "))}"
+# A step of a tool loop: the request carries a tool's result, so the model's previous answer (its tool
+# call) was executed and fed back. An agent sends its task as the last user message at every step, so
+# without this every step reads as a new single-turn prompt. Messages are stored as compact JSON
+# (orjson), in which a quote inside a string is escaped: `"role":"tool"` matches a message's role and
+# nothing in its content. "function" is the older API's name for the tool role.
+TOOL_STEP_SQL = (
+    "CASE WHEN instr(coalesce(e.messages, ''), '\"role\":\"tool\"') > 0 "
+    "OR instr(coalesce(e.messages, ''), '\"role\":\"function\"') > 0 THEN 1 ELSE 0 END"
+)
 BASE_COLUMNS = (
     """
     e.exchange_id, e.account_id, e.ts, {epoch(e.ts)} AS t, e.model, e.n, e.temperature, e.max_tokens,
@@ -54,7 +63,8 @@ BASE_COLUMNS = (
     {hash(coalesce(e.prompt, ''))} AS pkey,
     {hash(coalesce(e.messages, ''))} AS rkey,"""
     f"""
-    {CLIENT_KEY_SQL} AS ckey,"""
+    {CLIENT_KEY_SQL} AS ckey,
+    {TOOL_STEP_SQL} AS tool_step,"""
     """
     m.first_t AS model_first_t,"""
     f"""

@@ -38,11 +38,14 @@ def skeleton_sql(col: str) -> str:
 
 # The row column (computed once with the other row columns, over the lower-cased prompt `ptxt`) is
 # only the skeleton's key; the text is rebuilt below for the sampled skeletons alone.
-SKELETON_KEY_SQL = "{hash(" + skeleton_sql("ptxt") + ")}"
+# A step of a tool loop has no key: its prompt is the task of the loop's first request, counted there
+# (an agent's task repeated at each of its steps is one prompt, not a reused template).
+SKELETON_KEY_SQL = "CASE WHEN tool_step = 0 THEN {hash(" + skeleton_sql("ptxt") + ")} END"
 
 SAMPLE_SQL = """
 WITH g AS (
-  SELECT account_id, skey, min(exchange_id) AS ex, count(*) AS cnt FROM %(rows)s GROUP BY account_id, skey
+  SELECT account_id, skey, min(exchange_id) AS ex, count(*) AS cnt FROM %(rows)s WHERE skey IS NOT NULL
+  GROUP BY account_id, skey
 ),
 ranked AS (
   SELECT account_id, skey, ex, cnt, row_number() OVER (PARTITION BY account_id ORDER BY skey) AS rn

@@ -9,6 +9,12 @@ asks a judge to grade the answers it got back (MT-bench, Arena-hard), so its gra
 this account received earlier. A harvest of judge outputs grades answers from elsewhere (its own
 student's, other models'). A grading prompt (the rubric-judge fingerprint) quotes an answer when one of
 its lines is the first line (40+ characters) of an answer the same account got before it.
+
+A step of a tool loop (the request carries a tool's result: the model's tool call, executed and fed
+back) counts for neither side. An agent sends its task as the last user message at every step, so by its
+user messages alone each step read as a new single-turn prompt, and a coding-agent product as a harvest
+of single-turn prompts. Nor is it a follow-up: a program read the answer, not a person, and agent
+products and harvests of agent trajectories both loop.
 """
 
 from __future__ import annotations
@@ -53,7 +59,10 @@ WHERE a.t < q.t
 class OpenLoop:
     name: ClassVar[str] = "open_loop"
     row_columns: ClassVar[dict[str, str]] = {
-        "single_turn": "CASE WHEN coalesce(user_turns, 0) <= 1 THEN 1 ELSE 0 END",
+        # A step of a tool loop (`tool_step`) carries the model's previous answer, executed: it is not a
+        # new single-turn prompt, whatever its one user message says. Nor is it a follow-up: a program
+        # read the answer, not a person, and agent products and agent-trajectory harvests both loop.
+        "single_turn": "CASE WHEN coalesce(user_turns, 0) <= 1 AND tool_step = 0 THEN 1 ELSE 0 END",
         "closed_loop": f"CASE WHEN coalesce(history_overlap, 0) >= {CLOSED_LOOP_OVERLAP} THEN 1 ELSE 0 END",
     }
     tables: ClassVar[dict[str, str]] = _TABLES
