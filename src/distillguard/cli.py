@@ -86,6 +86,12 @@ def simulate_cmd(
         help="Held-out strategies to add to the default mix, comma-separated (agentic_tool_use, "
         "persona_synthesis, paraphrase_harvest: never in the default mix the detector was tuned on).",
     ),
+    add_personas: str | None = typer.Option(
+        None,
+        "--add-personas",
+        help="Held-out benign personas to add to the population, comma-separated (coding_agent, "
+        "code_review, translation, qa_grading: never in the default population the detector was tuned on).",
+    ),
     attack_fraction: float = typer.Option(0.15, "--attack-fraction", help="Share of attacker accounts."),
     hydra_size: int | None = typer.Option(
         None,
@@ -136,10 +142,12 @@ def simulate_cmd(
         strategies=chosen,
         exclude=excluded,
         extra=names(add_strategies) or (),
+        extra_personas=names(add_personas) or (),
         volume=volume,
     )
     try:
         cfg.enabled()  # names every unknown strategy
+        cfg.benign_weights()  # and every unknown persona
     except ValueError as e:
         fail(str(e))
     labels_path = labels or labels_path_for(out)

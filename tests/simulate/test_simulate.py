@@ -335,3 +335,57 @@ def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
     assert "agentic_tool_use" in (tmp_path / "c.labels.csv").read_text()
     bad = run_cli("--accounts 300 --days 1 --add-strategies nope --out", tmp_path / "d.jsonl")
     assert bad.exit_code != 0 and "unknown strategies" in bad.output
+
+
+def test_held_out_personas_run_only_when_named(tmp_path: Path) -> None:
+    """The held-out benign personas are never in the default population; named, they write canonical
+    exchanges with what makes each what it is."""
+    from distillguard.simulate.held_out_personas import HELD_OUT_PERSONAS
+
+    assert not set(HELD_OUT_PERSONAS) & set(PERSONAS)
+    default = build(SimConfig(accounts=300, days=1))
+    assert not {a.strategy for a in default.accounts} & set(HELD_OUT_PERSONAS)
+    names = tuple(HELD_OUT_PERSONAS)
+    cfg = SimConfig(accounts=400, days=1, seed=6, volume=0.2, extra_personas=names)
+    added = build(cfg)
+    counts = Counter(a.strategy for a in added.accounts)
+    assert all(counts[n] >= 5 for n in names), counts
+    assert all(a.label == "benign" for a in added.accounts if a.strategy in names)
+    out = tmp_path / "p.jsonl"
+    simulate(cfg, out, workers=1)
+    labels = read_labels(labels_path_for(out))
+    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    for line, row in zip(out.read_bytes().splitlines(keepends=True), rows, strict=True):
+        assert dump_line(validate(row)) == line
+    by = _by_account(rows, labels)
+
+    def of(persona: str) -> dict[str, list[dict[str, Any]]]:
+        return {a: rs for a, rs in by.items() if labels[a]["strategy"] == persona}
+
+    # a coding agent loops: tool calls and their results fed back, over the product's one set of tools
+    for rs in of("coding_agent").values():
+        assert len({r.get("tool_set") for r in rs}) == 1 and rs[0]["tool_set"]
+        assert any(m["role"] == "tool" for r in rs for m in r["messages"])
+    # a review bot sends diffs in one template; a translation job asks for one language or two
+    for rs in of("code_review").values():
+        assert all("\n+++ b/src/" in r["messages"][0]["content"] for r in rs)
+    for rs in of("translation").values():
+        asked = {
+            w
+            for r in rs
+            for w in ("French", "German", "Japanese", "Spanish", "Korean", "Italian", "Brazilian Portuguese")
+            if f"into {w}" in r["messages"][0]["content"] or f"for {w} users" in r["messages"][0]["content"]
+        }
+        assert 1 <= len(asked) <= 2
+    # a grading job's grades are short JSON
+    for rs in of("qa_grading").values():
+        assert all(
+            orjson.loads(r["response_text"])["score"] in range(1, 6) for r in rs if "response_text" in r
+        )
+    res = run_cli(
+        "--accounts 300 --days 1 --volume 0.05 --add-personas code_review --out", tmp_path / "c.jsonl"
+    )
+    assert res.exit_code == 0, res.output
+    assert "code_review" in (tmp_path / "c.labels.csv").read_text()
+    bad = run_cli("--accounts 300 --days 1 --add-personas nope --out", tmp_path / "d.jsonl")
+    assert bad.exit_code != 0 and "unknown held-out personas" in bad.output and "coding_agent" in bad.output

@@ -4,6 +4,7 @@ plus a labels file (`distillguard simulate`). Used to tune and evaluate detectio
 from distillguard.simulate.attacks import STRATEGIES, AttackStrategy, Seat
 from distillguard.simulate.personas import PERSONA_WEIGHTS, PERSONAS
 from distillguard.simulate.run import (
+    ALL_PERSONAS,
     ALL_STRATEGIES,
     Population,
     SimConfig,
@@ -15,6 +16,7 @@ from distillguard.simulate.run import (
 )
 
 __all__ = [
+    "ALL_PERSONAS",
     "ALL_STRATEGIES",
     "PERSONAS",
     "PERSONA_WEIGHTS",

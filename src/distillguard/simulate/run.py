@@ -34,8 +34,14 @@ from distillguard.exchange import Exchange, validate
 from distillguard.ingest.native import dump_line
 from distillguard.simulate import corpora
 from distillguard.simulate.attacks import STRATEGIES, AttackStrategy, Seat
-from distillguard.simulate.base import DAY, HOUR, Account, World
+from distillguard.simulate.base import DAY, HOUR, Account, Behaviour, World
 from distillguard.simulate.held_out import HELD_OUT
+from distillguard.simulate.held_out_personas import (
+    HELD_OUT_P429,
+    HELD_OUT_PERSONA_WEIGHT,
+    HELD_OUT_PERSONAS,
+    HELD_OUT_UA,
+)
 from distillguard.simulate.network import (
     NetProfile,
     nat_pool,
@@ -51,6 +57,8 @@ HYDRA = "hydra"
 # The default mix, then the held-out strategies (simulate.held_out), named only on request. Appended, so a
 # default strategy's random stream (seeded by its index here) does not move.
 ALL_STRATEGIES: dict[str, type[AttackStrategy]] = {**STRATEGIES, **HELD_OUT}
+# Benign personas likewise: the default population, then the held-out ones (simulate.held_out_personas).
+ALL_PERSONAS: dict[str, type[Behaviour]] = {**PERSONAS, **HELD_OUT_PERSONAS}
 OTLP_SERVICE = "acme-api-gateway"
 OTLP_BATCH = 64  # spans per OTLP line, about what a collector's batch processor emits
 
@@ -61,6 +69,7 @@ _UA_BY_PERSONA: dict[str, dict[str, float]] = {
     "back_office": {"python": 0.4, "httpx": 0.1, "go": 0.15, "node": 0.15, "langchain": 0.1, "litellm": 0.1},
     "tutoring": {"node": 0.5, "python": 0.4, "go": 0.1},
     "eval_harness": {"python": 0.5, "httpx": 0.2, "aiohttp": 0.2, "litellm": 0.1},
+    **HELD_OUT_UA,
 }
 _P429 = {
     "chat": 0.002,
@@ -69,6 +78,7 @@ _P429 = {
     "back_office": 0.01,
     "tutoring": 0.005,
     "eval_harness": 0.02,
+    **HELD_OUT_P429,
 }
 _PERSON = ("chat", "power_user", "developer")  # people at home or in an office
 _SERVICE = ("back_office", "tutoring", "eval_harness")  # jobs and app backends in a cloud
@@ -90,6 +100,7 @@ class SimConfig:
     strategies: tuple[str, ...] | None = None  # None: every default strategy (plus `extra`)
     exclude: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()  # held-out strategies added to the default mix
+    extra_personas: tuple[str, ...] = ()  # held-out benign personas added to the default population
     persona_weights: dict[str, float] = field(default_factory=lambda: dict(PERSONA_WEIGHTS))
     strategy_weights: dict[str, float] = field(default_factory=dict)  # default 1 each (hydra sized apart)
     release_at: datetime | None = None  # default: a third into the window, 17:00 UTC
@@ -104,6 +115,16 @@ class SimConfig:
         if unknown:
             raise ValueError(f"unknown strategies {', '.join(unknown)}; known: {', '.join(ALL_STRATEGIES)}")
         return [n for n in ALL_STRATEGIES if n in names and n not in self.exclude]
+
+    def benign_weights(self) -> dict[str, float]:
+        """The benign population's persona weights, held-out personas added (each unknown name named)."""
+        unknown = [n for n in self.extra_personas if n not in HELD_OUT_PERSONAS]
+        if unknown:
+            raise ValueError(
+                f"unknown held-out personas {', '.join(unknown)}; known: {', '.join(HELD_OUT_PERSONAS)}"
+            )
+        extra = {n: HELD_OUT_PERSONA_WEIGHT for n in HELD_OUT_PERSONAS if n in self.extra_personas}
+        return {**self.persona_weights, **extra}
 
 
 @dataclass
@@ -163,7 +184,7 @@ def plan_counts(cfg: SimConfig) -> tuple[dict[str, int], dict[str, int]]:
             f"{n} accounts are too few for the enabled strategies ({sum(attack.values())} attack accounts); "
             f"use more accounts or fewer strategies"
         )
-    benign = _largest_remainder(n_benign, cfg.persona_weights, 1)
+    benign = _largest_remainder(n_benign, cfg.benign_weights(), 1)
     return benign, attack
 
 
@@ -207,7 +228,7 @@ def build(cfg: SimConfig) -> Population:
     persons: list[Account] = []
     services: list[Account] = []
     for name, count in benign_n.items():
-        cls = PERSONAS[name]
+        cls = ALL_PERSONAS[name]
         for _ in range(count):
             prng = np.random.default_rng([cfg.seed, 0xBE, len(accounts)])
             beh = cls(world, prng)  # type: ignore[call-arg]
