@@ -250,3 +250,62 @@ def test_every_signal_declares_its_sql() -> None:
     for name, cls in signals().items():
         assert cls.name == name
         assert isinstance(cls.row_columns, dict) and isinstance(cls.account_columns, dict)
+
+
+# Capability prompts whose words alone do not say so: notation (LaTeX, a signature with a docstring, C),
+# a data structure to work on, a logic form, or another language. Written after other benchmarks' formats
+# (competition maths, HumanEval, MBPP, LeetCode, BBH), none of which the simulator draws from.
+CAPABILITY_NOTATION = [
+    r"If $\frac{a}{b} = \frac{3}{4}$ and $a + b = 21$, what is $a$?",
+    r"In triangle $ABC$, $AB = 13$, $BC = 14$ and $CA = 15$. Find the area of the triangle.",
+    r"Simplify $\sqrt{50} + \sqrt{18}$.",
+    r"Evaluate $\lim_{x \to 0} \frac{\sin 3x}{x}$.",
+    r"Let $f(x) = x^3 - 3x + 1$. Find the number of distinct real roots of $f(f(x)) = 0$.",
+    "Find the remainder when 2^100 is divided by 7.",
+    "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    '    """ Check if in given list of numbers, are any two numbers closer to each other than threshold."""\n',
+    "Given the head of a singly linked list, reverse the list, and return the reversed list.",
+    "Given a binary tree, determine if it is height-balanced.",
+    "You are given an m x n grid where each cell can be empty or fresh. Return the minimum number of minutes.",
+    '#include <stdio.h>\nint main() { int x; scanf("%d", &x); printf("%d", x*2); }\nWhy is the output wrong?',
+    "Explain the time complexity of quicksort in the worst case.",
+    "If all bloops are razzies and all razzies are lazzies, are all bloops definitely lazzies?",
+    "Sort the following words alphabetically: List: syndrome therefrom",
+    "Resuelve la ecuación 3x + 5 = 20.",
+    "Berechne die Fläche eines Kreises mit dem Radius 5 cm.",
+    "计算 12 乘以 15 等于多少？",
+    "二次方程式 x^2 - 5x + 6 = 0 を解いてください。",
+    "Écris une fonction Python qui inverse une chaîne.",
+]
+NOT_CAPABILITY = [
+    "What are some good places to visit in Lisbon in the spring?",
+    "Write a short poem about the sea at night.",
+    "What's a good restaurant in the area near the station?",
+    "How did people react to the news of the moon landing?",
+    "My friend is a liar. How do I talk to her about it?",
+    "Any pointers for keeping my team in the loop during a reorganisation?",
+    "We are throwing a birthday bash on Saturday: ideas for games?",
+    "You are given a list of a product's features; write its description.",
+    "Summarize the plot of Pride and Prejudice.",
+    "What is the volume knob on an amplifier for?",
+]
+
+
+def _topic(text: str) -> str:
+    from distillguard.detect.signals.coverage import TOPICS
+
+    return next((k for k, pat in TOPICS.items() if _duckdb_match(pat, text[:1500])), "other")
+
+
+@pytest.mark.parametrize("text", CAPABILITY_NOTATION)
+def test_capabilities_are_read_from_notation_too(text: str) -> None:
+    from distillguard.detect.signals.coverage import CAPABILITIES
+
+    assert _topic(text) in CAPABILITIES
+
+
+@pytest.mark.parametrize("text", NOT_CAPABILITY)
+def test_everyday_prompts_are_not_capabilities(text: str) -> None:
+    from distillguard.detect.signals.coverage import CAPABILITIES
+
+    assert _topic(text) not in CAPABILITIES

@@ -544,6 +544,12 @@ PROBES = [
     "10.1.2.3",
     "10.1.2.3\n",
     "2001:db8::1",
+    # capability notation: LaTeX, inline maths, exponents, a signature, words in other languages
+    r"Simplify $\sqrt{50}$ if $x^2 = \frac{a}{b}$ and 2^{10}",
+    "def f(x):\n    import numpy",
+    "Berechne die Fläche; Écris une fonction; équation; ecuación; función; código",
+    "计算方程 求解 等于多少 二次方程式を解いて 계산 방정식 вычислите уравнение",
+    "mañana function, über-code, café-array, éfunction, ñarray, λ^2",
     "",
 ]
 

@@ -17,12 +17,41 @@ import numpy as np
 from distillguard.detect.signals.base import Columns, Finding, ramp, register, safe_div
 from distillguard.store.engine import sql_str
 
+# Each capability is recognised by its vocabulary and by its notation, since many prompts carry only the
+# latter: a function signature with a docstring (HumanEval), LaTeX (competition maths), a data structure
+# to work on (LeetCode). Words in other languages are listed without `\b` where they start or end with
+# a letter outside ASCII: RE2's `\b` is ASCII-only (Java's is not), so there it would never match.
 TOPICS: dict[str, str] = {
     "code": r"```|\b(python|javascript|typescript|java|c\+\+|rust|golang|sql|regex|function|class|compile|"
-    r"algorithm|api|bug|debug|code|script|program|implement|refactor|array|string|integer)\b",
+    r"algorithm|api|bug|debug|code|script|program|implement|refactor|array|string|integer)\b"
+    # notation: a definition, an import, a C entry point, a log call
+    r"|\bdef [a-z_]\w*\(|\bimport [a-z_]|#include\s*<|\bint main\s*\(|\bpublic (static|class|void)\b|"
+    r"console\.log|\bfunc [a-z_]\w*\(|\bfn [a-z_]\w*\("
+    r"|\b(linked list|binary (search )?tree|hash ?(map|table)|recursion|recursive|time complexity|"
+    r"space complexity|big-o|leetcode|unit tests?|compiler|segfault|segmentation fault|null pointer|"
+    r"stack trace|traceback|runtime error|syntax error|html|css|react (component|hook|app|native)|jsx|"
+    r"node\.?js|docker|kubernetes|git|bash (script|command)|shell script|command line|pip install|npm|django|"
+    r"flask|pandas|numpy|dataframe|kotlin|php|scala|haskell|matlab|boolean)\b"
+    r"|\bgiven (an?|the) (integer |sorted |binary |2d |)(array|matrix|grid|tree|graph)\b"
+    r"|\breturn the (minimum|maximum|number|length|index|indices|count|sum)\b"
+    r"|函数|代码|程序|関数|コード|함수|코드|\b(función|fonction|funktion|código)\b",
     "math": r"\b(solve|equation|calculate|compute|how many|how much|percent|probability|integral|derivative|"
-    r"theorem|prove|sum of|total|average|ratio|fraction)\b|\d+\s*[-+*/x×÷=]\s*\d+|\$\d",
-    "reasoning": r"\b(puzzle|riddle|logic|logical|deduce|infer|paradox|which of the following|true or false)\b",
+    r"theorem|prove|sum of|total|average|ratio|fraction)\b|\d+\s*[-+*/x×÷=]\s*\d+|\$\d"
+    # notation: LaTeX commands, inline maths ($x$, $f(x)$), exponents (x^2, 2^{10})
+    r"|\\(frac|dfrac|tfrac|sqrt|cdot|times|sum|prod|int|lim|infty|pi|theta|alpha|beta|leq?|geq?|neq|binom|"
+    r"log|ln|sin|cos|tan|angle|triangle|circ|pmod|equiv)\b|\$[a-z]([^a-z$]|\$)|[a-z0-9)]\^[0-9a-z{(]"
+    r"|\b(remainder|divisible|prime numbers?|primes|polynomial|quadratic|hypotenuse|isosceles|equilateral|"
+    r"right triangle|radius|diameter|circumference|perimeter|area of (a|the|this|triangle|rectangle|circle|"
+    r"square)|volume of (a|the|this)|matri(x|ces)|eigen\w*|geometry|algebra|arithmetic|simplify|factorial|"
+    r"logarithm|gcd|lcm|expected value|variance|standard deviation|real (numbers|roots)|roots of|"
+    r"how many ways|positive integers?|find the (value|values|number|sum|product|smallest|largest|greatest|"
+    r"least|maximum|minimum|remainder|area|perimeter|volume|length))\b"
+    r"|计算|方程|求解|等于多少|計算|方程式|を解|계산|방정식|équation|вычисли|уравнени"
+    r"|\b(resuelve|calcula|calcule|calcular|ecuación|ecuacion|berechne|berechnen|gleichung|calculez|calculer|"
+    r"resolva|equação)\b",
+    "reasoning": r"\b(puzzle|riddle|logic|logical|deduce|infer|paradox|which of the following|true or false|"
+    r"syllogism|if all [a-z]+ are|tells the truth|truth-tellers?|knights and knaves|"
+    r"(sort|arrange|order) the following|what is the date|mm/dd/yyyy)\b",
     "science": r"\b(physics|chemistry|biology|quantum|molecule|cell|energy|climate|evolution|atom|gene)\b",
     "writing": r"\b(write|compose|draft|essay|story|poem|blog|email|letter|rewrite|paraphrase|summari[sz]e)\b",
     "language": r"\b(translate|translation|grammar|spanish|french|german|chinese|japanese|synonym)\b",
