@@ -302,6 +302,18 @@ def test_capability_sweeps_do_not_replay_answers_they_have(tmp_path: Path) -> No
     assert sum(1 for v in passes.values() if v) >= 1
 
 
+def _simulate_canonical(
+    cfg: SimConfig, out: Path
+) -> tuple[dict[str, dict[str, str]], dict[str, list[dict[str, Any]]]]:
+    """Simulate `cfg` to `out`, check every line is a canonical exchange; labels and rows by account."""
+    simulate(cfg, out, workers=1)
+    labels = read_labels(labels_path_for(out))
+    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    for line, row in zip(out.read_bytes().splitlines(keepends=True), rows, strict=True):
+        assert dump_line(validate(row)) == line
+    return labels, _by_account(rows, labels)
+
+
 def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
     """The held-out strategies are never in the default mix (the detector's tuning never saw them); named,
     they write canonical exchanges (tool-call turns included) in both formats."""
@@ -314,13 +326,7 @@ def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
     added = build(SimConfig(accounts=300, days=1, extra=tuple(HELD_OUT)))
     assert set(HELD_OUT) <= {a.strategy for a in added.accounts}
     cfg = SimConfig(accounts=60, days=1, seed=4, strategies=tuple(HELD_OUT), volume=0.1, exact=False)
-    out = tmp_path / "h.jsonl"
-    simulate(cfg, out, workers=1)
-    labels = read_labels(labels_path_for(out))
-    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    for line, row in zip(out.read_bytes().splitlines(keepends=True), rows, strict=True):
-        assert dump_line(validate(row)) == line
-    by = _by_account(rows, labels)
+    labels, by = _simulate_canonical(cfg, tmp_path / "h.jsonl")
     tool_rows = [r for a, rs in by.items() if labels[a]["strategy"] == "agentic_tool_use" for r in rs]
     assert tool_rows and all(r.get("n_tools", 0) >= 3 for r in tool_rows)
     # most requests continue a trajectory: the task again as the last user message, then tool turns
@@ -351,13 +357,7 @@ def test_held_out_personas_run_only_when_named(tmp_path: Path) -> None:
     counts = Counter(a.strategy for a in added.accounts)
     assert all(counts[n] >= 5 for n in names), counts
     assert all(a.label == "benign" for a in added.accounts if a.strategy in names)
-    out = tmp_path / "p.jsonl"
-    simulate(cfg, out, workers=1)
-    labels = read_labels(labels_path_for(out))
-    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    for line, row in zip(out.read_bytes().splitlines(keepends=True), rows, strict=True):
-        assert dump_line(validate(row)) == line
-    by = _by_account(rows, labels)
+    labels, by = _simulate_canonical(cfg, tmp_path / "p.jsonl")
 
     def of(persona: str) -> dict[str, list[dict[str, Any]]]:
         return {a: rs for a, rs in by.items() if labels[a]["strategy"] == persona}
