@@ -302,12 +302,14 @@ def score_exchanges(
 # Findings about where an account's requests come from, which the members of a campaign share by definition
 ADDRESS_FINDINGS = frozenset({"network.rotation"})
 
-# A script's pace: inter-arrival coefficient of variation under PACE_MAX_CV over PACE_MIN_EXCHANGES+
-# requests. People are bursty (above 1). A Poisson-paced user, the least bursty a person is, gets under
-# 0.4 by chance in 1 of 500 runs of 12 requests (under 0.5: 1 in 70, too often for the many users of one
-# app); a rate-limited script every time, and a script that waits a uniform 10 to 40 minutes (0.35) in 9
-# of 10 runs of 15.
-PACE_MAX_CV = 0.4
+# A script's pace: inter-arrival coefficient of variation (the sample standard deviation of the gaps over
+# their mean) under PACE_MAX_CV over PACE_MIN_EXCHANGES+ requests. People are bursty (above 1). A
+# Poisson-paced user, the least bursty a person is, gets under 0.5 by chance in 1 of 70 runs of 12
+# requests, too often for the many users of one app; so at fewer than 17 requests the bar is lower, where
+# such a user gets under it in 1 of 500 runs (the 0.2% quantile of the CV over that many exponential
+# gaps, from 10^6 simulated runs each). A rate-limited script is under it every time.
+PACE_MAX_CV = 0.5
+PACE_CV_BY_REQUESTS = ((12, 0.42), (13, 0.44), (14, 0.46), (15, 0.48), (16, 0.49), (17, PACE_MAX_CV))
 PACE_MIN_EXCHANGES = 12
 
 
@@ -320,7 +322,10 @@ def _scripted(acc: Scored) -> np.ndarray:
     n = len(acc.ids)
     mitigated = (np.minimum(acc.contrib, 0.0).sum(axis=0) < 0) if acc.contrib.size else np.zeros(n, bool)
     cv = next((f.value for f in acc.findings if f.name == "timing.regular"), np.ones(n))
-    paced = (cv < PACE_MAX_CV) & (acc.cols["n_exchanges"] >= PACE_MIN_EXCHANGES)
+    n_req = np.asarray(acc.cols["n_exchanges"], dtype=np.float64)
+    at, cvs = (np.array(v, dtype=np.float64) for v in zip(*PACE_CV_BY_REQUESTS, strict=True))
+    bar = np.interp(n_req, at, cvs)  # past the last request count: its value, the cap
+    paced = (cv < bar) & (n_req >= PACE_MIN_EXCHANGES)
     rotating = next((f.strength for f in acc.findings if f.name == "network.rotation"), np.zeros(n)) >= 0.5
     return np.asarray((paced | rotating) & ~mitigated, dtype=bool)
 
