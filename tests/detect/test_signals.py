@@ -276,6 +276,11 @@ CAPABILITY_NOTATION = [
     "计算 12 乘以 15 等于多少？",
     "二次方程式 x^2 - 5x + 6 = 0 を解いてください。",
     "Écris une fonction Python qui inverse une chaîne.",
+    # word problems asking "how many" in other languages
+    "小明有5个苹果，他又买了3个，现在一共有几个苹果？",
+    "У Маши было 7 яблок, она отдала 2. Сколько яблок у неё осталось?",
+    "María tiene 12 caramelos y regala 5. ¿Cuántos caramelos le quedan?",
+    "Paul a 3 sacs de 4 billes. Combien de billes a-t-il ?",
 ]
 NOT_CAPABILITY = [
     "What are some good places to visit in Lisbon in the spring?",
@@ -288,6 +293,8 @@ NOT_CAPABILITY = [
     "You are given a list of a product's features; write its description.",
     "Summarize the plot of Pride and Prejudice.",
     "What is the volume knob on an amplifier for?",
+    "Wie geht es dir heute?",
+    "这家餐厅几乎每天都很忙。",
 ]
 
 

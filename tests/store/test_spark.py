@@ -549,6 +549,7 @@ PROBES = [
     "def f(x):\n    import numpy",
     "Berechne die Fläche; Écris une fonction; équation; ecuación; función; código",
     "计算方程 求解 等于多少 二次方程式を解いて 계산 방정식 вычислите уравнение",
+    "一共有几个？Сколько? ¿Cuántos? Combien ? wie viele; quantosx, acuántos",
     "mañana function, über-code, café-array, éfunction, ñarray, λ^2",
     "",
 ]

@@ -46,9 +46,11 @@ TOPICS: dict[str, str] = {
     r"logarithm|gcd|lcm|expected value|variance|standard deviation|real (numbers|roots)|roots of|"
     r"how many ways|positive integers?|find the (value|values|number|sum|product|smallest|largest|greatest|"
     r"least|maximum|minimum|remainder|area|perimeter|volume|length))\b"
-    r"|计算|方程|求解|等于多少|計算|方程式|を解|계산|방정식|équation|вычисли|уравнени"
+    r"|计算|方程|求解|計算|方程式|を解|계산|방정식|équation|вычисли|уравнени"
+    # "how many" / "how much", as in English: a word problem's question
+    r"|多少|几个|几只|几天|几岁|いくつ|何個|何人|何円|몇 개|몇 명|얼마|сколько"
     r"|\b(resuelve|calcula|calcule|calcular|ecuación|ecuacion|berechne|berechnen|gleichung|calculez|calculer|"
-    r"resolva|equação)\b",
+    r"resolva|equação|cuántos|cuántas|cuánto|combien|wie viele|wie viel|quantos|quantas|quanti|quante)\b",
     "reasoning": r"\b(puzzle|riddle|logic|logical|deduce|infer|paradox|which of the following|true or false|"
     r"syllogism|if all [a-z]+ are|tells the truth|truth-tellers?|knights and knaves|"
     r"(sort|arrange|order) the following|what is the date|mm/dd/yyyy)\b",
