@@ -339,12 +339,11 @@ def test_the_pace_bar_rarely_takes_a_person_for_a_script() -> None:
     """A Poisson-paced user (the least bursty a person is) falls under the script-pace bar by chance at most
     about 1 time in 500 at every request count from the minimum up, while a script that waits a uniform
     10 to 40 minutes is under it most of the time from 15 requests on."""
-    from distillguard.detect.pipeline import PACE_CV_BY_REQUESTS, PACE_MAX_CV, PACE_MIN_EXCHANGES
+    from distillguard.detect.pipeline import PACE_MAX_CV, PACE_MIN_EXCHANGES, pace_bar
 
     rng = np.random.default_rng(3)
-    at, cvs = (np.array(v, dtype=np.float64) for v in zip(*PACE_CV_BY_REQUESTS, strict=True))
     for n in range(PACE_MIN_EXCHANGES, 41):
-        bar = float(np.interp(n, at, cvs))
+        bar = float(pace_bar(np.array([n]))[0])
         assert bar <= PACE_MAX_CV
         people = rng.exponential(1.0, (50_000, n - 1))
         cv = people.std(axis=1, ddof=1) / people.mean(axis=1)

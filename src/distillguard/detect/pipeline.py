@@ -313,6 +313,12 @@ PACE_CV_BY_REQUESTS = ((12, 0.42), (13, 0.44), (14, 0.46), (15, 0.48), (16, 0.49
 PACE_MIN_EXCHANGES = 12
 
 
+def pace_bar(n_requests: np.ndarray) -> np.ndarray:
+    """The script-pace CV bar at each request count (past the table's last count: its value, the cap)."""
+    at, cvs = (np.array(v, dtype=np.float64) for v in zip(*PACE_CV_BY_REQUESTS, strict=True))
+    return np.interp(np.asarray(n_requests, dtype=np.float64), at, cvs)
+
+
 def _scripted(acc: Scored) -> np.ndarray:
     """Per account: its own traffic looks like a script's: requests at a machine's pace, or from a rotating
     proxy pool, and nothing that explains it away (follow-ups, re-runs, grading its own answers). A client
@@ -323,9 +329,7 @@ def _scripted(acc: Scored) -> np.ndarray:
     mitigated = (np.minimum(acc.contrib, 0.0).sum(axis=0) < 0) if acc.contrib.size else np.zeros(n, bool)
     cv = next((f.value for f in acc.findings if f.name == "timing.regular"), np.ones(n))
     n_req = np.asarray(acc.cols["n_exchanges"], dtype=np.float64)
-    at, cvs = (np.array(v, dtype=np.float64) for v in zip(*PACE_CV_BY_REQUESTS, strict=True))
-    bar = np.interp(n_req, at, cvs)  # past the last request count: its value, the cap
-    paced = (cv < bar) & (n_req >= PACE_MIN_EXCHANGES)
+    paced = (cv < pace_bar(n_req)) & (n_req >= PACE_MIN_EXCHANGES)
     rotating = next((f.strength for f in acc.findings if f.name == "network.rotation"), np.zeros(n)) >= 0.5
     return np.asarray((paced | rotating) & ~mitigated, dtype=bool)
 

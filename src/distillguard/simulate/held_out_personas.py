@@ -41,6 +41,7 @@ from distillguard.simulate.base import (
     think_gaps,
     weekday_factor,
 )
+from distillguard.simulate.personas import _pick
 
 AGENT_TOOLS = (
     "read_file",
@@ -80,10 +81,6 @@ QA_RUBRIC = (
     "helpfulness and tone, and give a one-sentence reason. Return JSON "
     '{{"score": <int>, "reason": <string>}}.\n\nCustomer:\n{q}\n\nChatbot reply:\n{a}'
 )
-
-
-def _pick(rnd: random.Random, seq: tuple[Any, ...] | list[Any]) -> Any:
-    return seq[int(rnd.random() * len(seq))]
 
 
 def _end_users(rng: np.random.Generator, mean: float, prefix: str) -> list[str]:
@@ -212,10 +209,8 @@ class CodeReview(Behaviour):
         lines = (code[1] if len(code) > 2 else item.text).splitlines()[1:] or [item.text[:80]]
         k = 1 + int(rnd.random() * len(lines))
         hunk = [("+" if rnd.random() < 0.7 else "-") + line for line in lines[:k]]
-        diff = (
-            f"--- a/src/{item.topic.split(' ')[0]}.py\n+++ b/src/{item.topic.split(' ')[0]}.py\n@@ -{k},7 +{k},9 @@\n"
-            + "\n".join(hunk)
-        )
+        path = f"src/{item.topic.split(' ')[0]}.py"
+        diff = f"--- a/{path}\n+++ b/{path}\n@@ -{k},7 +{k},9 @@\n" + "\n".join(hunk)
         prompt = self.template.format(title=f"Fix {item.topic}", diff=diff)
         req = {
             "model": acct.model(world, ts, rnd, self.model),
