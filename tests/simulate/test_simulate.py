@@ -334,6 +334,13 @@ def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
     assert any(m["role"] == "tool" for r in tool_rows for m in r["messages"])
     persona = [r for a, rs in by.items() if labels[a]["strategy"] == "persona_synthesis" for r in rs]
     assert sum("persona" in r["messages"][0]["content"] for r in persona) > len(persona) / 4
+    dialogue = [r for a, rs in by.items() if labels[a]["strategy"] == "dialogue_harvest" for r in rs]
+    turns = [r for r in dialogue if len(r["messages"]) >= 3]
+    assert dialogue and len(turns) > len(dialogue) / 3
+    # a follow-up resends the history: its last assistant turn is an answer the account got before it
+    got = {r["response_text"]: r["ts"] for r in dialogue if r.get("response_text")}
+    prior = [r for r in turns if got.get(r["messages"][-2]["content"], "9999") < r["ts"]]
+    assert len(prior) > 0.9 * len(turns)
     res = run_cli(
         "--accounts 300 --days 1 --volume 0.05 --add-strategies agentic_tool_use --out", tmp_path / "c.jsonl"
     )

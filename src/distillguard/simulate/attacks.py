@@ -153,6 +153,10 @@ class Harvest:
         """Expected requests per group (to turn a daily request budget into group starts)."""
         return 1.0
 
+    def gaps(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Seconds before each call of a group: a second or two apart for most styles."""
+        return rng.uniform(0.3, 3.0, size)
+
     def make(
         self, world: World, acct: Account, ts: float, rnd: random.Random, k: int, tag: Any
     ) -> dict[str, Any]:
@@ -648,14 +652,14 @@ HARVESTS: dict[str, type[Harvest]] = {
 def _expand(
     kit: Harvest, times: np.ndarray, rng: np.random.Generator, cap: int | None
 ) -> list[tuple[float, Any]]:
-    """Planned group starts -> events; a group's follow-on calls come a second or two apart."""
+    """Planned group starts -> events; a group's follow-on calls come `kit.gaps` apart."""
     out: list[tuple[float, Any]] = []
     for t in times:
         size, tag = kit.group(rng)
         if size == 1:
             out.append((float(t), ("h", 0, tag)))
         else:
-            offs = np.cumsum(rng.uniform(0.3, 3.0, size))
+            offs = np.cumsum(kit.gaps(size, rng))
             out.extend((float(t + o), ("h", j, tag)) for j, o in enumerate(offs))
         if cap is not None and len(out) >= cap:
             return out[:cap]

@@ -12,6 +12,9 @@ them with `--strategies` or `--add-strategies` to see how the detector does on t
   paraphrase_harvest  benchmark and instruction questions in a person's words (no template, no request for
                       reasoning, varied temperature, no output budget) at a person's pace, a few hundred a
                       day from home addresses
+  dialogue_harvest    UltraChat-style dialogue synthesis (Ding et al. 2023): a question, then follow-ups that
+                      a second model (the "user simulator") writes from the answer it just got, the whole
+                      history sent each time; many conversations at once, round the clock
 """
 
 from __future__ import annotations
@@ -272,6 +275,78 @@ class ParaphraseKit(Harvest):
         }
 
 
+# What an UltraChat-style user simulator writes after an answer: a polished follow-up on a phrase of it.
+USER_SIM_TURNS = (
+    "That's a helpful overview. Could you elaborate on {hook} and give a concrete example?",
+    "You mentioned {hook}. How does that compare with the alternatives, and when would you choose one over "
+    "the other?",
+    "Can you go deeper into {hook}? What are the most common misconceptions about it?",
+    "Interesting. What are the practical implications of {hook} for someone just starting out?",
+    "Could you walk me through {hook} in more detail?",
+    "Thanks. How has the thinking about {hook} changed over time?",
+    "What evidence or real-world examples support what you said about {hook}?",
+    "How would you explain {hook} to a high-school student?",
+    "Building on your point about {hook}, what are the main risks or limitations?",
+)
+
+
+class DialogueKit(Harvest):
+    """UltraChat-style dialogues: a corpus question, then turns written by a user-simulator model from the
+    answer just received (so each follow-up quotes it), the history resent with every turn."""
+
+    name: ClassVar[str] = "dialogue_harvest"
+    volume: ClassVar[tuple[float, float]] = (600.0, 2500.0)
+
+    def __init__(self, world: World, rng: np.random.Generator) -> None:
+        super().__init__(world, rng)
+        self.mix = _mix(rng, [0.35, 0.2, 0.25, 0.05, 0.15])
+        lo = int(rng.integers(2, 4))
+        self.turns = (lo, lo + int(rng.integers(1, 4)))
+        self.max_tokens = int(rng.choice([2048, 4096]))
+        self.temperature = float(rng.choice([0.7, 0.8, 1.0]))
+        # The next turn waits for the answer (about 8-25 s here), then for the user simulator to write it.
+        self.user_lag = (float(rng.uniform(1.0, 3.0)), float(rng.uniform(4.0, 10.0)))
+
+    def group(self, rng: np.random.Generator) -> tuple[int, Any]:
+        n = int(rng.integers(self.turns[0], self.turns[1] + 1))
+        return n, (int(rng.integers(0, 2**62)), n)
+
+    def mean_group(self) -> float:
+        return (self.turns[0] + self.turns[1]) / 2.0
+
+    def gaps(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(8.0, 25.0, size) + rng.uniform(*self.user_lag, size)
+
+    def make(
+        self, world: World, acct: Account, ts: float, rnd: random.Random, k: int, tag: Any
+    ) -> dict[str, Any]:
+        cid, size = tag
+        convs: dict[int, dict[str, Any]] = acct.state.setdefault("dialogue", {})
+        conv = convs.get(cid)
+        if conv is None:
+            item = question(world, rnd, self.mix)
+            msgs: list[dict[str, Any]] = [{"role": "user", "content": item.text}]
+            text, hook = _answer(world, rnd, item, 200 + int(rnd.random() * 300)), item.topic
+        else:
+            item = conv["item"]
+            msgs = [
+                *conv["hist"],
+                {"role": "user", "content": _pick(rnd, USER_SIM_TURNS).format(hook=conv["hook"])},
+            ]
+            text, hook = world.bank.chat(rnd, item.topic, 150 + int(rnd.random() * 300))
+        if k >= size - 1:
+            convs.pop(cid, None)
+        else:
+            convs[cid] = {"item": item, "hist": [*msgs, {"role": "assistant", "content": text}], "hook": hook}
+        return {
+            "model": acct.model(world, ts, rnd, self.model),
+            "messages": msgs,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "response_text": text,
+        }
+
+
 class AgenticToolUse(HarvestStrategy):
     name: ClassVar[str] = "agentic_tool_use"
     kit = ToolUseKit
@@ -280,6 +355,11 @@ class AgenticToolUse(HarvestStrategy):
 class PersonaSynthesis(HarvestStrategy):
     name: ClassVar[str] = "persona_synthesis"
     kit = PersonaSynthKit
+
+
+class DialogueHarvest(HarvestStrategy):
+    name: ClassVar[str] = "dialogue_harvest"
+    kit = DialogueKit
 
 
 class ParaphraseHarvest:
@@ -308,4 +388,4 @@ class ParaphraseHarvest:
         ]
 
 
-HELD_OUT = {s.name: s for s in (AgenticToolUse, PersonaSynthesis, ParaphraseHarvest)}
+HELD_OUT = {s.name: s for s in (AgenticToolUse, PersonaSynthesis, ParaphraseHarvest, DialogueHarvest)}
