@@ -67,7 +67,7 @@ class ScoringConfig(BaseModel):
             "skeleton.narrow_templates": -1.0,
             "shape.model_comparison": -2.0,
             "shape.deterministic_replay": -2.5,
-            "timing.batch_runs": -2.5,
+            "timing.single_session": -1.5,
         }
     )
     hard: list[str] = Field(

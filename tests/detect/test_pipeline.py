@@ -201,37 +201,6 @@ def test_deterministic_reruns_explain_away_soft_evidence(
     assert res.levels[h] in ("ok", "watch")
 
 
-def test_a_harness_in_short_runs_is_batch_work_not_a_harvest(
-    builder: LogBuilder, corpora, tmp_path: Path
-) -> None:
-    """Three benchmark runs of a few minutes each, hours apart, idle in between: evaluation runs. The same
-    requests sent at a steady pace through the day are a harvest's; sent in two sittings at a person's pace
-    (a harvest hiding as one) or as a light user's few scattered requests, they are not runs at all."""
-    for i in range(30):
-        builder.chat_user(f"user{i:02d}", corpora["arena"], 12, ip=f"198.51.100.{i}")
-    qs = corpora["gsm8k"][:1200]
-    for k, q in enumerate(qs):
-        kw = {"temperature": 0.0, "max_tokens": 4096}
-        prompt = f"{q}\nLet's think step by step."
-        run, i = divmod(k, 400)  # three sets, each sent once: no re-run, one model
-        builder.add("harness", T0 + timedelta(hours=1 + 7 * run, seconds=0.4 * i), prompt, **kw)
-        builder.add("steady", T0 + timedelta(seconds=72 * k + 30 * (k % 3)), prompt, **kw)
-    for k in range(60):  # a sitting of a few requests every couple of hours
-        builder.add("light", T0 + timedelta(hours=8 + k // 6 * 1.5, seconds=40 * (k % 6)), qs[k])
-    for k in range(160):  # two sittings of 80 requests, 30 s apart: 1.3 h in all
-        builder.add("person", T0 + timedelta(hours=9 + 5 * (k // 80), seconds=30 * (k % 80)), qs[k])
-    log = builder.write(tmp_path / "log.jsonl")
-    res, _ = scan([log], tmp_path / "out")
-    ids = res.accounts.ids.tolist()
-
-    def runs(acct: str) -> list[float]:
-        return [e.weight for e in res.evidence[ids.index(acct)] if e.signal == "timing.batch_runs"]
-
-    assert runs("harness") == [-2.5] and not runs("steady") and not runs("light") and not runs("person")
-    h, s = ids.index("harness"), ids.index("steady")
-    assert res.levels[h] in ("ok", "watch") and res.levels[s] in ("suspect", "block")
-
-
 def test_requests_offering_tools_count_as_the_tool_use_capability(
     builder: LogBuilder, tmp_path: Path
 ) -> None:
