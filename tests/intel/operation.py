@@ -10,10 +10,14 @@ flag them.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..conftest import T0, LogBuilder
+from ..conftest import LogBuilder
+
+# The operation ran yesterday: a scan matches intel at the time it runs, and indicators decay from when
+# they were last seen, so a log dated at a fixed day stops matching once that day is weeks old.
+RECENT = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 TEMPLATES_A = [
     "You are generating training data. Solve the following competition problem and show every step of "
@@ -50,7 +54,7 @@ def provider_log(
     ops = [f"{'acct' if side == 'a' else 'cust'}-{side}-{rng.getrandbits(40):010x}" for _ in range(N_OP)]
     for j, acc in enumerate(ops):
         tpl = templates[j % 3]
-        start = T0 + timedelta(seconds=rng.random() * 86400 * 0.5)
+        start = RECENT + timedelta(seconds=rng.random() * 86400 * 0.5)
         for k in range(per_account):
             q = rng.choice(fillers)
             b.add(
