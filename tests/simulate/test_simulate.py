@@ -327,14 +327,18 @@ def test_held_out_strategies_run_only_when_named(tmp_path: Path) -> None:
     assert set(HELD_OUT) <= {a.strategy for a in added.accounts}
     cfg = SimConfig(accounts=60, days=1, seed=4, strategies=tuple(HELD_OUT), volume=0.1, exact=False)
     labels, by = _simulate_canonical(cfg, tmp_path / "h.jsonl")
-    tool_rows = [r for a, rs in by.items() if labels[a]["strategy"] == "agentic_tool_use" for r in rs]
+
+    def rows_of(strategy: str) -> list[dict[str, Any]]:
+        return [r for a, rs in by.items() if labels[a]["strategy"] == strategy for r in rs]
+
+    tool_rows = rows_of("agentic_tool_use")
     assert tool_rows and all(r.get("n_tools", 0) >= 3 for r in tool_rows)
     # most requests continue a trajectory: the task again as the last user message, then tool turns
     assert sum(len(r["messages"]) > 1 for r in tool_rows) > len(tool_rows) / 3
     assert any(m["role"] == "tool" for r in tool_rows for m in r["messages"])
-    persona = [r for a, rs in by.items() if labels[a]["strategy"] == "persona_synthesis" for r in rs]
+    persona = rows_of("persona_synthesis")
     assert sum("persona" in r["messages"][0]["content"] for r in persona) > len(persona) / 4
-    dialogue = [r for a, rs in by.items() if labels[a]["strategy"] == "dialogue_harvest" for r in rs]
+    dialogue = rows_of("dialogue_harvest")
     turns = [r for r in dialogue if len(r["messages"]) >= 3]
     assert dialogue and len(turns) > len(dialogue) / 3
     # a follow-up resends the history: its last assistant turn is an answer the account got before it
